@@ -1,0 +1,1 @@
+"""Benchmarks that compare hindsight with a baseline in the same run."""

@@ -1,0 +1,1 @@
+"""Ingestion: DSS query-log parsing, the file tailer and the Kafka consumer."""

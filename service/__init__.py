@@ -1,0 +1,1 @@
+"""hindsight's composition root: settings, errors, the CLI and the scheduler."""

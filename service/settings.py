@@ -1,0 +1,220 @@
+"""The one typed settings object, read once at the edge from flags, HINDSIGHT_* env and hindsight.toml.
+
+Precedence, highest first: explicit overrides (command-line flags), environment variables
+(`HINDSIGHT_ROOT`, `HINDSIGHT_KAFKA__BOOTSTRAP`, ...), the TOML file (`--config FILE`, else
+`<root>/hindsight.toml` when it exists), then the defaults below. Library code never sees this
+object: the CLI and the API factory pass plain values down.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from service.errors import ConfigError
+
+DEFAULT_ROOT = Path("./hindsight-data")
+CONFIG_FILE_NAME = "hindsight.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IngestSettings(_Section):
+    """How query logs are read and parsed."""
+
+    source_tz: str = Field(
+        "UTC",
+        description="IANA zone of envelope-A timestamps (their trailing Z is literal); "
+        "explicit offsets in envelopes B and C always win.",
+    )
+    max_line_bytes: int = Field(
+        8 * 1024 * 1024,
+        gt=0,
+        description="Lines longer than this are quarantined without being held whole in memory.",
+    )
+    batch_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="How many bytes of input are parsed and committed together in one Delta commit.",
+    )
+    follow_interval: float = Field(
+        5.0, gt=0, description="Seconds between scans of the log folders with --follow."
+    )
+
+
+class KafkaSettings(_Section):
+    """Where and how `hindsight ingest kafka` consumes."""
+
+    bootstrap: str | None = Field(None, description="Kafka bootstrap servers, HOST:PORT[,HOST:PORT].")
+    topic: str | None = Field(None, description="Topic holding the DSS query log lines.")
+    group: str = Field("hindsight", description="Consumer group id; processes in one group share partitions.")
+    session_timeout_ms: int = Field(
+        10000, gt=0, description="librdkafka session.timeout.ms; lower makes group joins faster."
+    )
+    heartbeat_interval_ms: int = Field(
+        1000,
+        gt=0,
+        description="librdkafka heartbeat.interval.ms; keep it under a third of the session timeout.",
+    )
+    batch_max_messages: int = Field(
+        100_000, gt=0, description="Most messages gathered before one Delta commit."
+    )
+    batch_max_seconds: float = Field(
+        2.0, gt=0, description="Longest a batch waits before it is committed, in seconds."
+    )
+    options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Extra librdkafka options passed through as is (security.protocol, sasl.*, ssl.*, ...).",
+    )
+
+
+class ApiSettings(_Section):
+    """The outcomes REST API served by `hindsight serve`."""
+
+    host: str = Field("127.0.0.1", description="Interface to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above)."
+    )
+    max_batch_items: int = Field(10_000, gt=0, description="Most outcomes in one request.")
+    flush_interval: float = Field(
+        1.0, gt=0, description="Seconds between moves of intake-log outcomes into the Delta table."
+    )
+    group_commit_ms: float = Field(
+        2.0,
+        ge=0,
+        description="How long the intake log waits to gather concurrent writes into one fsync.",
+    )
+    audit_calls: bool = Field(False, description="Log every call to hindsight.audit.calls.")
+    logs_dir: Path | None = Field(None, description="Folder for audit logs; default <root>/logs.")
+
+
+class PolicySettings(_Section):
+    """How outcomes of one endpoint become labels (see docs/design.md, join policies)."""
+
+    service_id: str = Field(description="Service the policy applies to.")
+    endpoint_id: str = Field(description="Endpoint the policy applies to.")
+    outcome_type: str = Field("label", description="Which named outcome this policy turns into labels.")
+    join_on: str | list[str] = Field(
+        "record_id",
+        description="record_id, context.<name> or features.<name>; a list joins on all of them.",
+    )
+    attribution: Literal["last_before", "all_within"] = Field(
+        "last_before",
+        description="last_before: the last prediction for the key before occurred_at; "
+        "all_within: every prediction for the key inside the window.",
+    )
+    window: str | None = Field(None, description="Longest occurred_at - ts that still counts, e.g. 90d, 12h.")
+    positive: str | None = Field(None, description="The positive class for binary metrics.")
+    maturity: str | None = Field(
+        None, description="After this long with no outcome, the implicit label applies."
+    )
+    implicit_value: str | None = Field(
+        None, description="The label given at maturity; omit it to leave such predictions pending."
+    )
+
+
+class EvalSettings(_Section):
+    """How metrics are computed."""
+
+    immature_threshold: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="A cohort whose share of pending labels is above this is immature.",
+    )
+
+
+class Settings(BaseSettings):
+    """Every setting of hindsight; each field has a description (a test checks it)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HINDSIGHT_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    root: Path = Field(DEFAULT_ROOT, description="Folder holding the tables, intake log, keys and logs.")
+    log_level: str = Field("INFO", description="Level of the operational log on stderr.")
+    ingest: IngestSettings = Field(default_factory=IngestSettings, description="File and line parsing.")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="Kafka ingestion.")
+    api: ApiSettings = Field(default_factory=ApiSettings, description="The REST API.")
+    eval: EvalSettings = Field(default_factory=EvalSettings, description="Metrics.")
+    policies: list[PolicySettings] = Field(
+        default_factory=list,
+        description="Outcome join policies, one per endpoint ([[policies]] tables).",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags beat env; the TOML file is merged in load_settings() below the env.
+        return (init_settings, env_settings)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+
+
+def _env_values() -> dict[str, Any]:
+    """Values given by HINDSIGHT_* variables, nested on '__', so they can beat the TOML file."""
+    values: dict[str, Any] = {}
+    for name, raw in os.environ.items():
+        if not name.upper().startswith("HINDSIGHT_") or name.upper() == "HINDSIGHT_CRASH_AT":
+            continue
+        parts = name[len("HINDSIGHT_") :].lower().split("__")
+        node = values
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = raw
+    return values
+
+
+def load_settings(
+    *, root: Path | None = None, config: Path | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Build the settings: overrides > env > TOML (config, else <root>/hindsight.toml) > defaults."""
+    env = _env_values()
+    chosen_root = root or (Path(env["root"]) if isinstance(env.get("root"), str) else DEFAULT_ROOT)
+    file_values: dict[str, Any] = {}
+    if config is not None:
+        file_values = _read_toml(config)
+    elif (chosen_root / CONFIG_FILE_NAME).is_file():
+        file_values = _read_toml(chosen_root / CONFIG_FILE_NAME)
+    merged = _deep_merge(_deep_merge(file_values, env), overrides or {})
+    merged["root"] = root if root is not None else merged.get("root", chosen_root)
+    try:
+        # Env is already merged above; validate the merged dict without re-reading the env.
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"invalid settings: {problems}", details=exc.errors(include_url=False)) from exc

@@ -1,0 +1,143 @@
+"""The commit protocol: rows and the source positions they came from land in one Delta commit.
+
+Every source (a file, identified by content; a Kafka topic-partition) has an `app_id`. Its position
+is stored as a Delta application transaction (`txn` action) in the same commit as its rows, so after
+any crash the table itself says exactly how far each source got. Steps, in order:
+
+1. `commit.lock`   take the table's advisory lock (writers on one host serialise here);
+2. read the committed position `v` of every source in the batch;
+3. drop rows whose `source_position` < `v` (already committed by us before a crash, or by a
+   fenced-off writer): this is what makes replays and stale writers harmless;
+4. `commit.before` write the Parquet files and commit rows + new positions in one Delta commit;
+5. `commit.after`  the commit is durable; only now may the caller move checkpoints or acknowledge.
+
+A crash before step 4 completes leaves at most unreferenced Parquet files, which readers ignore.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+from service.errors import CommitConflict, StorageError
+from storage.crashpoints import crash_point
+
+
+@dataclass(frozen=True)
+class SourceBatch:
+    """Rows read from one source, and the position reached in it (the next position to read)."""
+
+    app_id: str
+    rows: pa.Table
+    end: int
+
+
+@dataclass
+class CommitReport:
+    """What one commit did."""
+
+    version: int | None = None
+    rows_written: int = 0
+    rows_already_committed: int = 0
+    stale_sources: list[str] = field(default_factory=list)
+    positions: dict[str, int] = field(default_factory=dict)
+
+
+def open_table(path: Path) -> DeltaTable | None:
+    """The Delta table at `path`, or None when none was created yet."""
+    try:
+        return DeltaTable(str(path))
+    except TableNotFoundError:
+        return None
+    except (DeltaError, OSError) as exc:
+        raise StorageError(f"cannot open Delta table {path}: {exc}") from exc
+
+
+def committed_position(table: DeltaTable | None, app_id: str) -> int | None:
+    """The position committed for `app_id` in `table`, or None when the source was never committed."""
+    if table is None:
+        return None
+    version = table.transaction_version(app_id)
+    return None if version is None else int(version)
+
+
+@contextmanager
+def table_lock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `lock_path` (flock: released by the kernel if we die)."""
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StorageError(f"cannot create lock file {lock_path}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def commit_sources(
+    table_path: Path,
+    lock_path: Path,
+    schema: pa.Schema,
+    batches: Sequence[SourceBatch],
+    *,
+    partition_by: Sequence[str] = ("day",),
+) -> CommitReport:
+    """Append the rows of `batches` and their sources' new positions to the table in one commit.
+
+    Rows at positions a source already committed are dropped, and a source whose committed position
+    is already at or past `end` contributes nothing and is reported in `stale_sources`. Nothing is
+    committed when no source moves forward.
+    """
+    report = CommitReport()
+    with table_lock(lock_path):
+        crash_point("commit.lock")
+        table = open_table(table_path)
+        parts: list[pa.Table] = []
+        transactions: list[Transaction] = []
+        for batch in batches:
+            done = committed_position(table, batch.app_id)
+            if done is not None and done >= batch.end:
+                report.stale_sources.append(batch.app_id)
+                report.rows_already_committed += batch.rows.num_rows
+                report.positions[batch.app_id] = done
+                continue
+            rows = batch.rows
+            if done is not None and rows.num_rows:
+                rows = rows.filter(pc.greater_equal(rows["source_position"], pa.scalar(done, pa.int64())))
+                report.rows_already_committed += batch.rows.num_rows - rows.num_rows
+            if rows.num_rows:
+                parts.append(rows.select(schema.names).cast(schema))
+            transactions.append(Transaction(app_id=batch.app_id, version=batch.end))
+            report.positions[batch.app_id] = batch.end
+        if not transactions:
+            return report
+        data = pa.concat_tables(parts) if parts else schema.empty_table()
+        crash_point("commit.before")
+        try:
+            write_deltalake(
+                table if table is not None else str(table_path),
+                data,
+                partition_by=list(partition_by),
+                mode="append",
+                commit_properties=CommitProperties(app_transactions=transactions),
+            )
+        except CommitFailedError as exc:
+            raise CommitConflict(f"concurrent commit to {table_path}: {exc}") from exc
+        except (DeltaError, OSError, pa.ArrowException) as exc:
+            raise StorageError(f"cannot commit to Delta table {table_path}: {exc}") from exc
+        crash_point("commit.after")
+        report.rows_written = data.num_rows
+        table = open_table(table_path)
+        report.version = None if table is None else table.version()
+    return report

@@ -1,0 +1,62 @@
+"""Where files go: the only module that knows the layout of everything under the root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of every table, database and log under one hindsight root."""
+
+    root: Path
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables"
+
+    def table(self, name: str) -> Path:
+        """The folder of the Delta table called `name` (predictions, quarantine, outcomes)."""
+        return self.tables / name
+
+    @property
+    def predictions(self) -> Path:
+        return self.table("predictions")
+
+    @property
+    def quarantine(self) -> Path:
+        return self.table("quarantine")
+
+    @property
+    def outcomes(self) -> Path:
+        return self.table("outcomes")
+
+    @property
+    def state(self) -> Path:
+        """Small local databases: the outcome intake log, API keys."""
+        return self.root / "state"
+
+    @property
+    def intake_db(self) -> Path:
+        return self.state / "outcomes-intake.sqlite"
+
+    @property
+    def keys_db(self) -> Path:
+        return self.state / "keys.sqlite"
+
+    @property
+    def locks(self) -> Path:
+        """Advisory lock files, one per table: writers on this host serialise commits through them."""
+        return self.root / "locks"
+
+    def lock_file(self, table_name: str) -> Path:
+        return self.locks / f"{table_name}.lock"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "hindsight.toml"

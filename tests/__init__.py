@@ -1,0 +1,1 @@
+"""hindsight test suite; mirrors the packages."""
