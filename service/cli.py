@@ -122,6 +122,7 @@ def _attach_commands() -> None:
 
     for module_name in (
         "service.cli_ingest",
+        "service.cli_kafka",
         "service.cli_outcomes",
         "service.cli_serve",
         "service.cli_eval",

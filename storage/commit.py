@@ -92,12 +92,13 @@ def commit_sources(
     batches: Sequence[SourceBatch],
     *,
     partition_by: Sequence[str] = ("day",),
+    position_column: str = "source_position",
 ) -> CommitReport:
     """Append the rows of `batches` and their sources' new positions to the table in one commit.
 
-    Rows at positions a source already committed are dropped, and a source whose committed position
-    is already at or past `end` contributes nothing and is reported in `stale_sources`. Nothing is
-    committed when no source moves forward.
+    Rows whose `position_column` is below the source's committed position are dropped, and a source
+    whose committed position is already at or past `end` contributes nothing and is reported in
+    `stale_sources`. Nothing is committed when no source moves forward.
     """
     report = CommitReport()
     with table_lock(lock_path):
@@ -114,7 +115,7 @@ def commit_sources(
                 continue
             rows = batch.rows
             if done is not None and rows.num_rows:
-                rows = rows.filter(pc.greater_equal(rows["source_position"], pa.scalar(done, pa.int64())))
+                rows = rows.filter(pc.greater_equal(rows[position_column], pa.scalar(done, pa.int64())))
                 report.rows_already_committed += batch.rows.num_rows - rows.num_rows
             if rows.num_rows:
                 parts.append(rows.select(schema.names).cast(schema))
