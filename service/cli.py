@@ -14,9 +14,9 @@ from typing import Annotated, Any
 
 import typer
 
-from service.errors import HindsightError, QueryError
+from service.errors import ConfigError, HindsightError, QueryError
 from service.render import OutputFormat, render_rows, to_json
-from service.settings import Settings, load_settings
+from service.settings import Settings, SettingsLoadError, load_settings
 
 app = typer.Typer(
     name="hindsight",
@@ -37,7 +37,10 @@ class CliState:
 
     def settings(self, **overrides: Any) -> Settings:
         """Settings with the command's flags on top (None values mean 'not given')."""
-        return load_settings(root=self.root, config=self.config, overrides=_drop_none(overrides))
+        try:
+            return load_settings(root=self.root, config=self.config, overrides=_drop_none(overrides))
+        except SettingsLoadError as exc:
+            raise ConfigError(exc.message, details=exc.details) from exc
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:

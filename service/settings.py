@@ -16,8 +16,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from service.errors import ConfigError
-
 DEFAULT_ROOT = Path("./hindsight-data")
 CONFIG_FILE_NAME = "hindsight.toml"
 
@@ -173,16 +171,26 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+class SettingsLoadError(ValueError):
+    """The settings cannot be loaded; `service.cli` turns it into a ConfigError (this module imports
+    nothing of the project, so it cannot raise one itself)."""
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError as exc:
-        raise ConfigError(f"config file not found: {path}") from exc
+        raise SettingsLoadError(f"config file not found: {path}") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        raise SettingsLoadError(f"config file {path} is not valid TOML: {exc}") from exc
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        raise SettingsLoadError(f"cannot read config file {path}: {exc.strerror}") from exc
 
 
 def _env_values() -> dict[str, Any]:
@@ -217,4 +225,4 @@ def load_settings(
         return Settings.model_validate(merged)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
-        raise ConfigError(f"invalid settings: {problems}", details=exc.errors(include_url=False)) from exc
+        raise SettingsLoadError(f"invalid settings: {problems}", exc.errors(include_url=False)) from exc

@@ -1,0 +1,92 @@
+"""Tests of settings loading: defaults, TOML file, environment and flags, and clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.settings import SettingsLoadError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith("HINDSIGHT_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_without_any_file(tmp_path: Path) -> None:
+    settings = load_settings(root=tmp_path)
+    assert settings.root == tmp_path
+    assert settings.ingest.source_tz == "UTC"
+    assert settings.ingest.max_line_bytes == 8 * 1024 * 1024
+    assert settings.api.max_body_bytes == 16 * 1024 * 1024
+    assert settings.policies == []
+
+
+def test_toml_in_root_env_and_overrides_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "hindsight.toml").write_text(
+        '[ingest]\nsource_tz = "Europe/Paris"\n[kafka]\ntopic = "from-file"\ngroup = "g-file"\n'
+        '[[policies]]\nservice_id = "fraud"\nendpoint_id = "score"\njoin_on = "context.transaction_id"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("HINDSIGHT_KAFKA__TOPIC", "from-env")
+    settings = load_settings(root=tmp_path, overrides={"kafka": {"group": "g-flag"}})
+    assert settings.ingest.source_tz == "Europe/Paris"
+    assert settings.kafka.topic == "from-env"
+    assert settings.kafka.group == "g-flag"
+    assert [(p.service_id, p.endpoint_id, p.join_on) for p in settings.policies] == [
+        ("fraud", "score", "context.transaction_id")
+    ]
+
+
+def test_explicit_config_file_wins_over_root_file(tmp_path: Path) -> None:
+    (tmp_path / "hindsight.toml").write_text('[kafka]\ntopic = "root"\n', encoding="utf-8")
+    other = tmp_path / "other.toml"
+    other.write_text('[kafka]\ntopic = "other"\n', encoding="utf-8")
+    assert load_settings(root=tmp_path, config=other).kafka.topic == "other"
+
+
+def test_root_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HINDSIGHT_ROOT", str(tmp_path / "env-root"))
+    assert load_settings().root == tmp_path / "env-root"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[api]\nport = -3\n", "api.port"),
+        ("[ingest]\nno_such_setting = 1\n", "ingest.no_such_setting"),
+        ("[ingest\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_the_problem(tmp_path: Path, text: str, expected: str) -> None:
+    (tmp_path / "hindsight.toml").write_text(text, encoding="utf-8")
+    with pytest.raises(SettingsLoadError, match=expected.replace(".", r"\.")):
+        load_settings(root=tmp_path)
+
+
+def test_missing_config_file_is_a_clear_cli_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "--root",
+            str(tmp_path),
+            "--config",
+            str(tmp_path / "nope.toml"),
+            "sql",
+            "SELECT 1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: config file not found: {tmp_path / 'nope.toml'}"]
