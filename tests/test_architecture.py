@@ -86,3 +86,30 @@ def test_every_registered_view_is_documented_in_the_docs() -> None:
     )
     undocumented = [v.name for v in VIEWS if f"`{v.name}`" not in docs or not v.doc.strip()]
     assert undocumented == []
+
+
+def _commands() -> list[tuple[str, object]]:
+    import typer.main
+
+    from service.cli import app
+
+    group = typer.main.get_command(app)
+    found: list[tuple[str, object]] = []
+
+    def walk(prefix: str, command: object) -> None:
+        sub = getattr(command, "commands", None)
+        if sub:
+            for name, child in sub.items():
+                walk(f"{prefix} {name}".strip(), child)
+        else:
+            found.append((prefix, command))
+
+    walk("", group)
+    return found
+
+
+def test_every_cli_command_has_help_with_an_example() -> None:
+    commands = _commands()
+    assert {"sql", "ingest files", "ingest kafka"} <= {name for name, _ in commands}
+    lacking = [name for name, command in commands if "Example:" not in (getattr(command, "help", "") or "")]
+    assert lacking == []
