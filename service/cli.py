@@ -127,8 +127,10 @@ def _attach_commands() -> None:
         "service.cli_ingest",
         "service.cli_kafka",
         "service.cli_outcomes",
+        "service.cli_keys",
         "service.cli_serve",
         "service.cli_eval",
+        "service.cli_demo",
     ):
         try:
             module = importlib.import_module(module_name)

@@ -67,6 +67,12 @@ class KafkaSettings(_Section):
     batch_max_seconds: float = Field(
         2.0, gt=0, description="Longest a batch waits before it is committed, in seconds."
     )
+    unavailable_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="How long the broker may stay unreachable (at start or mid-run) before the command "
+        "gives up with BrokerUnavailable; --until-idle shortens it when smaller.",
+    )
     options: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
         description="Extra librdkafka options passed through as is (security.protocol, sasl.*, ssl.*, ...).",
@@ -92,6 +98,11 @@ class ApiSettings(_Section):
     )
     audit_calls: bool = Field(False, description="Log every call to hindsight.audit.calls.")
     logs_dir: Path | None = Field(None, description="Folder for audit logs; default <root>/logs.")
+    logging_config: Path | None = Field(
+        None,
+        description="JSON file with a logging.config dictConfig that replaces the default audit handlers "
+        "(JSON lines in <logs_dir>/audit-<name>.log); formatter class api.audit.JsonFormatter.",
+    )
 
 
 class PolicySettings(_Section):

@@ -7,7 +7,7 @@ commits); a missing table gives an empty view with the right columns, never an e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,18 @@ from deltalake import DeltaTable
 from service.errors import StorageError
 from storage.commit import open_table
 from storage.layout import Layout
+from storage.policies import Policy, load_policies
 from storage.schemas import TABLES
+
+
+@dataclass(frozen=True)
+class ViewContext(Layout):
+    """What a view's `create` callback sees: the root's layout (inherited) and the join policies in force.
+
+    It is a Layout, so callbacks written as `create(con, layout: Layout)` keep working unchanged.
+    """
+
+    policies: tuple[Policy, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -27,12 +38,17 @@ class ViewSpec:
 
     name: str
     doc: str
-    create: Callable[[duckdb.DuckDBPyConnection, Layout], None]
+    create: Callable[[duckdb.DuckDBPyConnection, ViewContext], None]
 
 
 def quote_ident(name: str) -> str:
     """Quote an SQL identifier that comes from code or validated config (never from a request)."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    """Quote an SQL string literal that comes from code or validated config (never from a request)."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _table_source(table: DeltaTable | None, schema: pa.Schema) -> object:
@@ -42,7 +58,7 @@ def _table_source(table: DeltaTable | None, schema: pa.Schema) -> object:
     return table.to_pyarrow_dataset()
 
 
-def _delta_view(table_name: str) -> Callable[[duckdb.DuckDBPyConnection, Layout], None]:
+def _delta_view(table_name: str) -> Callable[[duckdb.DuckDBPyConnection, ViewContext], None]:
     def create(con: duckdb.DuckDBPyConnection, layout: Layout) -> None:
         source = _table_source(open_table(layout.table(table_name)), TABLES[table_name])
         raw = f"_delta_{table_name}"
@@ -72,19 +88,30 @@ def register_view(spec: ViewSpec) -> None:
     VIEWS[:] = [v for v in VIEWS if v.name != spec.name] + [spec]
 
 
-def refresh(con: duckdb.DuckDBPyConnection, root: Path | str) -> None:
-    """(Re)create every registered view over the latest committed snapshot of each table."""
-    layout = Layout(Path(root))
+def refresh(
+    con: duckdb.DuckDBPyConnection, root: Path | str, *, policies: Sequence[Policy] | None = None
+) -> None:
+    """(Re)create every registered view over the latest committed snapshot of each table.
+
+    `policies` None means the `[[policies]]` declared in `<root>/hindsight.toml`.
+    """
+    chosen = load_policies(root) if policies is None else policies
+    context = ViewContext(Path(root), tuple(chosen))
     for spec in VIEWS:
-        spec.create(con, layout)
+        spec.create(con, context)
 
 
-def connect(root: Path | str) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with every registered view over the tables under `root`."""
+def connect(root: Path | str, *, policies: Sequence[Policy] | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with every registered view over the tables under `root`.
+
+    `policies` are the outcome join policies the evaluation views use; None reads them from
+    `<root>/hindsight.toml` (so notebooks and `hindsight sql` see the declared policies).
+    """
+    chosen = load_policies(root) if policies is None else list(policies)
     try:
         con = duckdb.connect(":memory:")
         con.execute("SET TimeZone = 'UTC'")
-        refresh(con, root)
+        refresh(con, root, policies=chosen)
     except duckdb.Error as exc:
         raise StorageError(f"cannot open views over {root}: {exc}") from exc
     return con

@@ -1,0 +1,61 @@
+"""The API's composition point: `create_app(config)` builds the FastAPI app (the only entry point)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from api import routes_admin, routes_health, routes_outcomes
+from api.calls import CallAuditMiddleware
+from api.config import ApiConfig
+from api.errors import install_error_handlers
+from api.runtime import Runtime
+
+OPTIONAL_ROUTERS = ("api.routes_metrics",)
+"""Routers owned by other modules; each exposes `router` and is included when present."""
+
+
+def _optional_routers() -> list[APIRouter]:
+    routers = []
+    for name in OPTIONAL_ROUTERS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        routers.append(module.router)
+    return routers
+
+
+def create_app(config: ApiConfig) -> FastAPI:
+    """The hindsight REST API over the root in `config`; stores open at startup, close at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime.open(config)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            runtime.close()
+
+    app = FastAPI(
+        title="hindsight",
+        summary="Record what finally happened to ML predictions; read predictions with their outcomes.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(routes_health.router)
+    app.include_router(routes_outcomes.post_route(config.max_batch_items))
+    app.include_router(routes_outcomes.router)
+    app.include_router(routes_admin.router)
+    for router in _optional_routers():
+        app.include_router(router)
+    if config.audit_calls:
+        app.add_middleware(CallAuditMiddleware)
+    return app

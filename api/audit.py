@@ -1,0 +1,85 @@
+"""Audit logs modelled on the DSS API node's loggers: JSON lines through Python logging, no secrets.
+
+Loggers: `hindsight.audit.auth` (every authentication or scope failure), `hindsight.audit.admin`
+(key changes), `hindsight.audit.outcomes` (what was written, by which key) and
+`hindsight.audit.calls` (every call, when enabled). By default each writes JSON lines to
+`<logs_dir>/audit-<name>.log`; a `logging.config.dictConfig` JSON file replaces those handlers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import logging.config
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from service.errors import ConfigError
+
+AUDIT_LOGGERS = ("auth", "admin", "outcomes", "calls")
+
+auth_log = logging.getLogger("hindsight.audit.auth")
+admin_log = logging.getLogger("hindsight.audit.admin")
+outcomes_log = logging.getLogger("hindsight.audit.outcomes")
+calls_log = logging.getLogger("hindsight.audit.calls")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, logger, event and the record's `audit` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="microseconds"),
+            "logger": record.name,
+            "level": record.levelname,
+            "event": record.getMessage(),
+        }
+        entry.update(getattr(record, "audit", {}))
+        return orjson.dumps(entry, default=str).decode()
+
+
+def audit(logger: logging.Logger, event: str, **fields: Any) -> None:
+    """Write one audit line (fields must never hold a secret)."""
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(event, extra={"audit": fields})
+
+
+def _reset(logger: logging.Logger) -> None:
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def configure_audit(logs_dir: Path, *, config_file: Path | None = None) -> None:
+    """Attach the audit handlers: the dictConfig in `config_file`, else JSON files under `logs_dir`."""
+    for name in AUDIT_LOGGERS:
+        _reset(logging.getLogger(f"hindsight.audit.{name}"))
+    if config_file is not None:
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+            config.setdefault("version", 1)
+            config.setdefault("disable_existing_loggers", False)
+            logging.config.dictConfig(config)
+        except (OSError, ValueError, TypeError, AttributeError, ImportError) as exc:
+            raise ConfigError(f"cannot apply logging config {config_file}: {exc}") from exc
+        return
+    try:
+        logs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the audit log folder {logs_dir}: {exc.strerror}") from exc
+    for name in AUDIT_LOGGERS:
+        logger = logging.getLogger(f"hindsight.audit.{name}")
+        handler = logging.FileHandler(logs_dir / f"audit-{name}.log", encoding="utf-8")
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # audit lines go to their files, not to the operational stderr log
+
+
+def close_audit() -> None:
+    """Close the audit handlers (at shutdown)."""
+    for name in AUDIT_LOGGERS:
+        _reset(logging.getLogger(f"hindsight.audit.{name}"))

@@ -1,0 +1,83 @@
+"""Reading an outcomes request body: bounded while it streams, JSON or NDJSON, into a list of items."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Request
+
+from service.errors import InvalidOutcome, PayloadTooLarge, UnsupportedMediaType
+
+JSON_TYPES = ("application/json",)
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The body, refused with 413 as soon as it (or its declared length) passes `max_bytes`."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(
+            f"request body of {declared} bytes is over the limit of {max_bytes} bytes",
+            details={"limit_bytes": max_bytes},
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(
+                f"request body is over the limit of {max_bytes} bytes", details={"limit_bytes": max_bytes}
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def media_type(request: Request) -> str:
+    """The Content-Type without parameters, lower-cased ('' when absent)."""
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _bad_body(message: str, index: int | None = None) -> InvalidOutcome:
+    return InvalidOutcome(message, details=[{"index": index, "field": "body", "loc": [], "message": message}])
+
+
+def parse_items(kind: str, body: bytes) -> list[Any]:
+    """The outcome objects of a body: one object, {"outcomes": [...]}, or NDJSON lines."""
+    if kind in NDJSON_TYPES:
+        items = []
+        for index, line in enumerate(body.splitlines()):
+            if not line.strip():
+                continue
+            try:
+                items.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                raise _bad_body(f"line {index + 1} is not valid JSON: {exc}", len(items)) from exc
+        return items
+    if kind not in JSON_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type {kind or '(none)'!r} is not accepted; use application/json or application/x-ndjson",
+            details={"content_type": kind or None, "accepted": [*JSON_TYPES, *NDJSON_TYPES]},
+        )
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _bad_body(f"body is not valid JSON: {exc}") from exc
+    if isinstance(parsed, dict) and "outcomes" in parsed:
+        extra = sorted(set(parsed) - {"outcomes"})
+        if extra:
+            raise _bad_body(f"a batch holds only 'outcomes', not {extra}")
+        if not isinstance(parsed["outcomes"], list):
+            raise _bad_body("'outcomes' must be a list of outcome objects")
+        return parsed["outcomes"]
+    if isinstance(parsed, dict):
+        return [parsed]
+    raise _bad_body('the body must be an outcome object or {"outcomes": [...]}')
+
+
+async def read_outcome_items(request: Request, max_bytes: int) -> list[Any]:
+    """Check the content type, read the bounded body and parse it into outcome objects."""
+    kind = media_type(request)
+    if kind not in JSON_TYPES and kind not in NDJSON_TYPES:
+        parse_items(kind, b"")  # raises UnsupportedMediaType before the body is read
+    return parse_items(kind, await read_body(request, max_bytes))

@@ -1,0 +1,34 @@
+"""Liveness (`/healthz`, no key) and readiness (`/readyz`: intake writable, flusher alive, not fail-stopped)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from api.auth import RequireRead
+from api.models import ErrorResponse, Health, Readiness
+from api.runtime import RuntimeDep
+from service.errors import NotReady
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness")
+def healthz() -> dict[str, Any]:
+    """The process answers; needs no key."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={code: {"model": ErrorResponse} for code in (401, 403, 503)},
+    summary="Readiness",
+)
+def readyz(key: RequireRead, runtime: RuntimeDep) -> dict[str, Any]:
+    """Ready when the intake log takes writes, the flusher runs and no storage failure stopped writes."""
+    checks = runtime.readiness()
+    if not (checks["intake_writable"] and checks["flusher_alive"] and checks["fail_stop"] is None):
+        raise NotReady("not ready: " + (checks["fail_stop"] or "a background worker stopped"), details=checks)
+    return {"ready": True, "checks": checks}

@@ -1,0 +1,66 @@
+"""The running service's parts (intake log, flusher, key store), opened at startup and closed at shutdown."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from api.audit import close_audit, configure_audit
+from api.config import ApiConfig
+from storage.keys import KeyStore
+from storage.layout import Layout
+from storage.outcome_flush import Flusher
+from storage.outcome_intake import IntakeLog
+
+log = logging.getLogger("hindsight.api")
+
+
+@dataclass
+class Runtime:
+    """What the handlers use; one per app."""
+
+    config: ApiConfig
+    intake: IntakeLog
+    flusher: Flusher
+    keys: KeyStore
+
+    @classmethod
+    def open(cls, config: ApiConfig) -> Runtime:
+        """Configure audit logs, open the stores and start the flusher (it flushes at once)."""
+        layout = Layout(config.root)
+        configure_audit(config.audit_dir, config_file=config.logging_config)
+        keys = KeyStore(layout.keys_db)
+        intake = IntakeLog(layout.intake_db, group_commit_ms=config.group_commit_ms)
+        flusher = Flusher(intake, config.root, interval=config.flush_interval)
+        flusher.start()
+        log.info("outcome intake %s open (source %s)", layout.intake_db, intake.app_id)
+        return cls(config, intake, flusher, keys)
+
+    def close(self) -> None:
+        """Stop accepting, finish queued writes, flush once more, close everything."""
+        self.flusher.stop()
+        self.intake.close()
+        self.keys.close()
+        close_audit()
+
+    def readiness(self) -> dict[str, Any]:
+        """Each readiness check and its state."""
+        return {
+            "intake_writable": self.intake.failure is None and self.intake.writer_alive,
+            "flusher_alive": self.flusher.alive,
+            "fail_stop": self.intake.failure,
+        }
+
+
+async def _runtime(request: Request) -> Runtime:
+    # async on purpose: FastAPI runs a sync dependency in a worker thread, a costly hop per request
+    runtime = request.app.state.runtime
+    assert isinstance(runtime, Runtime)
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime)]
+"""The app's Runtime, as a dependency."""

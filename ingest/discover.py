@@ -1,0 +1,88 @@
+"""Which files to read: find DSS query logs under the given paths, rotated ones oldest first."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.errors import SourceError
+
+_NAME = re.compile(
+    r"^(?P<base>.+\.log)(?:\.(?P<date>\d{4}-\d{2}-\d{2})|\.(?P<index>\d+))?(?P<gz>\.gz)?$",
+)
+"""`X.log`, `X.log.N`, `X.log.YYYY-MM-DD`, each optionally gzipped (log4j and logrotate naming)."""
+
+
+@dataclass(frozen=True)
+class LogFile:
+    """One log file found on disk and where it sits in its rotation chain."""
+
+    path: Path
+    base: Path
+    """The live file this one was rotated from (`.../queries.log`)."""
+    rotation: tuple[int, str, int]
+    """Sort key inside the chain, oldest first: dated (by date), numbered (N down to 1), then live."""
+    gzipped: bool
+
+    @property
+    def live(self) -> bool:
+        """True for the file a logger may still be appending to (`X.log`, not rotated, not gzipped)."""
+        return self.rotation[0] == 2 and not self.gzipped
+
+
+def classify(path: Path) -> LogFile | None:
+    """The LogFile for `path`, or None when its name is not a query-log name (`*.tmp` never is)."""
+    match = _NAME.match(path.name)
+    if match is None:
+        return None
+    base = path.with_name(match["base"])
+    if match["date"]:
+        rotation = (0, match["date"], 0)
+    elif match["index"]:
+        rotation = (1, "", -int(match["index"]))
+    else:
+        rotation = (2, "", 0)
+    return LogFile(path=path, base=base, rotation=rotation, gzipped=bool(match["gz"]))
+
+
+def discover(paths: list[Path]) -> list[LogFile]:
+    """Every log file under `paths` (files, or folders searched recursively), in reading order.
+
+    Chains are ordered by the path of their live file; inside a chain rotated files come first,
+    oldest first (`X.log.2026-11-24`, `X.log.10` ... `X.log.1`, then `X.log`). A file named explicitly
+    is taken even when its name does not look like a log. Raises SourceError for a missing path.
+    """
+    found: dict[Path, LogFile] = {}
+    for given in paths:
+        try:
+            is_dir = given.is_dir()
+            exists = is_dir or given.exists()
+        except OSError as exc:
+            raise SourceError(f"cannot access {given}: {exc.strerror}") from exc
+        if not exists:
+            raise SourceError(f"no such file or folder: {given}")
+        if is_dir:
+            for log in _walk(given):
+                found.setdefault(log.path, log)
+        else:
+            log = classify(given) or LogFile(path=given, base=given, rotation=(2, "", 0), gzipped=False)
+            found.setdefault(given, log)
+    return sorted(found.values(), key=lambda f: (str(f.base), f.rotation, f.gzipped, str(f.path)))
+
+
+def _walk(folder: Path) -> list[LogFile]:
+    logs: list[LogFile] = []
+
+    def fail(exc: OSError) -> None:
+        raise SourceError(f"cannot read folder {exc.filename}: {exc.strerror}") from exc
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=fail):
+        dirnames.sort()
+        for name in filenames:
+            path = Path(dirpath) / name
+            log = classify(path)
+            if log is not None and path.is_file():
+                logs.append(log)
+    return logs

@@ -1,0 +1,438 @@
+"""Ingest log files exactly once: discover, identify, read from the committed position, parse, commit.
+
+Durable steps of one batch, in order (each is a crash point, see storage/crashpoints.py):
+
+1. `ingest.after_parse`       lines of one or more files are parsed; nothing is written yet;
+2. quarantine commit          bad lines + positions to `tables/quarantine` (`commit.lock/before/after`);
+3. `ingest.after_quarantine`  the quarantine rows are durable;
+4. predictions commit         rows + positions to `tables/predictions` (`commit.lock/before/after`);
+5. `ingest.after_commit`      the batch is durable; the file catalog (hints only) is written later.
+
+A restart reads each file from its position in the predictions table. Lines replayed after a crash
+between 3 and 4 are dropped by the quarantine commit, whose own positions are already past them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ingest.catalog import FileHint, load_catalog, save_catalog
+from ingest.discover import LogFile, discover
+from ingest.fingerprint import FileIdentity, Pending, identify
+from ingest.reader import LineBlock, LineReader, Stream, gzip_size_hint, open_log
+from service.errors import SourceError, StorageError
+from storage.commit import CommitReport, SourceBatch, commit_sources, committed_position, open_table
+from storage.crashpoints import crash_point
+from storage.layout import Layout
+from storage.schemas import PREDICTIONS, QUARANTINE
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
+DEFAULT_BATCH_BYTES = 64 * 1024 * 1024
+
+
+class Progress(Protocol):
+    """Where byte progress goes (a rich progress bar on a terminal, nothing otherwise)."""
+
+    def start(self, total_bytes: int) -> None: ...
+
+    def advance(self, nbytes: int) -> None: ...
+
+
+class _NoProgress:
+    def start(self, total_bytes: int) -> None:
+        pass
+
+    def advance(self, nbytes: int) -> None:
+        pass
+
+
+@dataclass
+class IngestSummary:
+    """What one scan did; `lost_bytes` counts bytes that disappeared before they could be read."""
+
+    files: int = 0
+    files_read: int = 0
+    files_waiting: int = 0
+    bytes_read: int = 0
+    lines: int = 0
+    records: int = 0
+    days: set[date] = field(default_factory=set)
+    skipped: int = 0
+    quarantined: int = 0
+    lost_bytes: int = 0
+    truncations: int = 0
+    commits: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, other: IngestSummary) -> None:
+        """Accumulate another scan (used by --follow)."""
+        for name in ("files_read", "bytes_read", "lines", "records", "skipped", "quarantined"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("lost_bytes", "truncations", "commits"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.files = max(self.files, other.files)
+        self.files_waiting = other.files_waiting
+        self.days |= other.days
+        self.warnings.extend(other.warnings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as plain JSON values (days as a count, first and last day)."""
+        days = sorted(self.days)
+        return {
+            "files": self.files,
+            "files_read": self.files_read,
+            "files_waiting": self.files_waiting,
+            "bytes_read": self.bytes_read,
+            "lines": self.lines,
+            "records": self.records,
+            "days": len(days),
+            "first_day": days[0].isoformat() if days else None,
+            "last_day": days[-1].isoformat() if days else None,
+            "skipped": self.skipped,
+            "quarantined": self.quarantined,
+            "lost_bytes": self.lost_bytes,
+            "truncations": self.truncations,
+            "commits": self.commits,
+            "warnings": list(self.warnings),
+        }
+
+    def line(self) -> str:
+        """The one-line summary printed at the end of a run."""
+        return (
+            f"{self.files} files ({self.files_read} read, {self.files_waiting} waiting), "
+            f"{self.records} records over {len(self.days)} days, {self.skipped} skipped, "
+            f"{self.quarantined} quarantined, {self.lost_bytes} lost bytes"
+        )
+
+
+@dataclass
+class _Planned:
+    log: LogFile
+    ident: FileIdentity
+    position: int
+    end: int = 0
+
+
+@dataclass
+class _Batch:
+    parts: list[tuple[_Planned, LineBlock]] = field(default_factory=list)
+    nbytes: int = 0
+
+    def add(self, item: _Planned, block: LineBlock) -> None:
+        self.parts.append((item, block))
+        self.nbytes += block.consumed
+
+
+class _LineParser(Protocol):
+    def parse(self, lines: pa.Table, *, ingested_at: datetime | None = None) -> Any: ...
+
+
+class FileIngestor:
+    """Reads log files into the predictions and quarantine tables under `root`, exactly once."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        source_tz: str = "UTC",
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
+    ) -> None:
+        from ingest.parser import LineParser
+
+        self.layout = Layout(Path(root))
+        self.max_line_bytes = max_line_bytes
+        self.batch_bytes = batch_bytes
+        self._parser: _LineParser = LineParser(source_tz=source_tz)
+
+    def run(
+        self,
+        paths: Sequence[Path],
+        *,
+        progress: Progress | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> IngestSummary:
+        """One scan: read every new complete line under `paths` and commit it; see the module doc."""
+        progress = progress or _NoProgress()
+        summary = IngestSummary()
+        self._prepare_root()
+        given = [Path(os.path.abspath(p)) for p in paths]
+        logs = discover(given)
+        summary.files = len(logs)
+        table = open_table(self.layout.predictions)
+        plan, pending_stats = self._identify(logs, table, summary)
+        catalog_path = self.layout.state / "files.json"
+        hints = load_catalog(catalog_path)
+        self._account_losses(plan, pending_stats, hints, given, table, summary)
+        progress.start(sum(_remaining(item) for item in plan))
+        batch = _Batch()
+        stopped = False
+        for item in plan:
+            item.end = item.position
+            if stopped or (_remaining(item) == 0 and _looks_done(item)):
+                continue
+            read_any = False
+            stream = _reopen(item)
+            if stream is None:
+                continue  # replaced by rotation since it was identified: found again next scan
+            with stream:
+                _seek(stream, item)
+                reader = LineReader(
+                    stream,
+                    item.position,
+                    final=not item.log.live,
+                    max_line_bytes=self.max_line_bytes,
+                    name=str(item.log.path),
+                )
+                for block in reader.blocks():
+                    read_any = True
+                    batch.add(item, block)
+                    item.end = block.end
+                    progress.advance(block.consumed)
+                    if batch.nbytes >= self.batch_bytes:
+                        self._flush(batch, summary)
+                        batch = _Batch()
+                        if should_stop():
+                            stopped = True
+                            break
+            if reader.broken:
+                _warn(summary, f"{reader.broken}; read to byte {item.end}, the rest is tried again next run")
+            summary.files_read += read_any
+        self._flush(batch, summary)
+        for item in plan:
+            hints[item.ident.fingerprint] = FileHint(
+                path=str(item.log.path),
+                dev=item.ident.dev,
+                ino=item.ident.ino,
+                size=max(item.ident.size, item.end),
+                position=max(item.end, item.position),
+            )
+        save_catalog(catalog_path, hints)
+        return summary
+
+    def _prepare_root(self) -> None:
+        for folder in (self.layout.tables, self.layout.state, self.layout.locks):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot write under root {self.layout.root}: {exc.strerror}") from exc
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise StorageError(f"cannot write under root {self.layout.root}: {folder} is not writable")
+
+    def _identify(
+        self, logs: list[LogFile], table: Any, summary: IngestSummary
+    ) -> tuple[list[_Planned], dict[str, tuple[int, int]]]:
+        """Identify each file; keep one file per fingerprint (plain over gzip, then the longest)."""
+        chosen: dict[str, _Planned] = {}
+        order: list[str] = []
+        pending: dict[str, tuple[int, int]] = {}
+        for log_file in logs:
+            try:
+                ident = identify(log_file.path, gzipped=log_file.gzipped, final=not log_file.live)
+            except SourceError:
+                if not log_file.path.exists():
+                    continue  # renamed or deleted by rotation since discovery: found again next scan
+                raise
+            if isinstance(ident, Pending):
+                summary.files_waiting += 1
+                if ident.corrupt:
+                    _warn(summary, f"{log_file.path}: {ident.reason}; tried again next run")
+                try:
+                    stat = os.stat(log_file.path)
+                    pending[str(log_file.path)] = (stat.st_dev, stat.st_ino)
+                except OSError:
+                    pass
+                continue
+            position = committed_position(table, ident.app_id) or 0
+            item = _Planned(log_file, ident, position)
+            best = chosen.get(ident.fingerprint)
+            if best is None:
+                order.append(ident.fingerprint)
+                chosen[ident.fingerprint] = item
+            elif (best.log.gzipped, -best.ident.size) > (log_file.gzipped, -ident.size):
+                chosen[ident.fingerprint] = item
+        return [chosen[fp] for fp in order], pending
+
+    def _account_losses(
+        self,
+        plan: list[_Planned],
+        pending: dict[str, tuple[int, int]],
+        hints: dict[str, FileHint],
+        given: list[Path],
+        table: Any,
+        summary: IngestSummary,
+    ) -> None:
+        """Report bytes that were seen on disk but disappeared before they were read."""
+        found = {item.ident.fingerprint: item for item in plan}
+        now_at = {str(item.log.path): (item.ident.dev, item.ident.ino) for item in plan} | pending
+        for fingerprint, hint in list(hints.items()):
+            item = found.get(fingerprint)
+            if item is not None:
+                lost = 0
+                if not item.log.gzipped and item.ident.size < item.position:
+                    lost = item.position - item.ident.size + max(0, hint.size - item.position)
+                    _warn(
+                        summary,
+                        f"{item.log.path} was truncated in place to {item.ident.size} bytes, below its "
+                        f"committed position {item.position}: {lost} bytes cannot be read",
+                    )
+                    summary.truncations += 1
+                elif not item.log.gzipped and hint.size > max(item.ident.size, item.position):
+                    lost = hint.size - max(item.ident.size, item.position)
+                    _warn(summary, f"{item.log.path} shrank from {hint.size} to {item.ident.size} bytes")
+                    summary.truncations += 1
+                elif str(item.log.path) != hint.path and now_at.get(hint.path) == (hint.dev, hint.ino):
+                    # Same inode, other content, old content now in a copy: copytruncate.
+                    log.info("%s was copied to %s and truncated (copytruncate)", hint.path, item.log.path)
+                    summary.truncations += 1
+                summary.lost_bytes += lost
+                continue
+            if not _under(Path(hint.path), given):
+                continue  # outside this scan (a folder moved away, another run's files): not judged
+            position = committed_position(table, f"file:{fingerprint}") or hint.position
+            lost = max(0, hint.size - position)
+            same_inode = now_at.get(hint.path) == (hint.dev, hint.ino)
+            if same_inode:
+                summary.truncations += 1
+            if lost:
+                what = "was truncated" if same_inode else "disappeared"
+                _warn(summary, f"{hint.path} {what} with {lost} bytes never read (they are lost)")
+                summary.lost_bytes += lost
+            elif same_inode:
+                log.info("%s was truncated (copytruncate?) after it had been read to its end", hint.path)
+            del hints[fingerprint]
+
+    def _flush(self, batch: _Batch, summary: IngestSummary) -> None:
+        """Parse the batch and commit quarantine, then predictions, each with the files' positions."""
+        if not batch.parts:
+            return
+        lines = _lines_table(batch)
+        result = self._parser.parse(lines, ingested_at=datetime.now(UTC))
+        crash_point("ingest.after_parse")
+        ends: dict[str, tuple[str, int]] = {}
+        for item, block in batch.parts:
+            ends[str(item.log.path)] = (item.ident.app_id, block.end)
+        quarantine = _split(result.quarantine, ends)
+        if any(b.rows.num_rows for b in quarantine):
+            q_report = commit_sources(
+                self.layout.quarantine,
+                self.layout.lock_file("quarantine"),
+                QUARANTINE,
+                [b for b in quarantine if b.rows.num_rows],
+            )
+            summary.quarantined += q_report.rows_written
+            summary.commits += q_report.version is not None
+        crash_point("ingest.after_quarantine")
+        report = commit_sources(
+            self.layout.predictions,
+            self.layout.lock_file("predictions"),
+            PREDICTIONS,
+            _split(result.predictions, ends),
+        )
+        crash_point("ingest.after_commit")
+        _count(summary, report, result, batch)
+
+
+def ingest_files(
+    root: Path,
+    paths: Sequence[Path],
+    *,
+    source_tz: str = "UTC",
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+    progress: Progress | None = None,
+) -> IngestSummary:
+    """Read every new complete line of the log files under `paths` into the tables under `root`."""
+    ingestor = FileIngestor(root, source_tz=source_tz, max_line_bytes=max_line_bytes, batch_bytes=batch_bytes)
+    return ingestor.run(paths, progress=progress)
+
+
+def _remaining(item: _Planned) -> int:
+    return max(0, item.ident.size - item.position)
+
+
+def _looks_done(item: _Planned) -> bool:
+    """True when nothing new can be there: a plain file no longer than its position, or a gzip file
+    whose trailer size equals the position (RFC 1952 ISIZE is the size modulo 2**32)."""
+    if not item.log.gzipped:
+        return True
+    hint = gzip_size_hint(item.log.path)
+    return item.position > 0 and hint is not None and hint == item.position % 2**32
+
+
+def _reopen(item: _Planned) -> Stream | None:
+    """The file opened again for reading, or None when the path now holds another file."""
+    try:
+        stream = open_log(item.log.path, gzipped=item.log.gzipped)
+    except SourceError:
+        if not item.log.path.exists():
+            return None
+        raise
+    stat = os.fstat(stream.fileno())
+    if (stat.st_dev, stat.st_ino) != (item.ident.dev, item.ident.ino):
+        stream.close()
+        return None
+    return stream
+
+
+def _seek(stream: Any, item: _Planned) -> None:
+    try:
+        stream.seek(item.position)  # gzip: decompresses and discards up to the position
+    except (OSError, EOFError) as exc:
+        raise SourceError(f"cannot read {item.log.path}: {exc}") from exc
+
+
+def _under(path: Path, given: list[Path]) -> bool:
+    return any(path == g or g in path.parents for g in given)
+
+
+def _warn(summary: IngestSummary, message: str) -> None:
+    log.warning("%s", message)
+    summary.warnings.append(message)
+
+
+def _lines_table(batch: _Batch) -> pa.Table:
+    blocks = [block for _, block in batch.parts]
+    sources = [pa.repeat(pa.scalar(str(item.log.path)), len(block.lines)) for item, block in batch.parts]
+    return pa.table(
+        {
+            "line": pa.chunked_array([b.lines for b in blocks], pa.binary()),
+            "source": pa.chunked_array(sources, pa.string()),
+            "source_position": pa.chunked_array([pa.array(b.positions) for b in blocks], pa.int64()),
+            "line_bytes": pa.chunked_array([pa.array(b.line_bytes) for b in blocks], pa.int64()),
+        }
+    )
+
+
+def _split(rows: pa.Table, ends: dict[str, tuple[str, int]]) -> list[SourceBatch]:
+    """One SourceBatch per file of the batch (possibly with no rows: the position moves anyway)."""
+    if len(ends) == 1:
+        ((app_id, end),) = ends.values()
+        return [SourceBatch(app_id, rows, end)]
+    batches = []
+    for path, (app_id, end) in ends.items():
+        mine = rows.filter(pc.equal(rows["source"], pa.scalar(path))) if rows.num_rows else rows
+        batches.append(SourceBatch(app_id, mine, end))
+    return batches
+
+
+def _count(summary: IngestSummary, report: CommitReport, result: Any, batch: _Batch) -> None:
+    summary.commits += report.version is not None
+    summary.records += report.rows_written
+    summary.lines += int(result.lines)
+    summary.skipped += int(result.skipped)
+    summary.bytes_read += batch.nbytes
+    if report.rows_written and result.predictions.num_rows:
+        days = pc.unique(result.predictions["day"]).to_pylist()
+        summary.days.update(d for d in days if d is not None)

@@ -1,0 +1,121 @@
+"""Messages gathered between two commits, turned into the parser's Arrow input table in bulk."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+UTC_US = pa.timestamp("us", tz="UTC")
+
+
+class KafkaMessage(Protocol):
+    """The part of `confluent_kafka.Message` a batch reads (a seam for the real message type)."""
+
+    def value(self) -> bytes | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+@dataclass
+class PendingBatch:
+    """Values, partitions, offsets and timestamps of consumed messages, held as plain lists.
+
+    Only list appends happen per message; everything else is done once per batch in Arrow.
+    """
+
+    values: list[bytes | None] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    timestamps: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def extend(self, messages: Sequence[KafkaMessage]) -> None:
+        """Add messages that carry no error (the caller removed error events)."""
+        self.values.extend([m.value() for m in messages])
+        self.partitions.extend([m.partition() for m in messages])  # type: ignore[misc]
+        self.offsets.extend([m.offset() for m in messages])  # type: ignore[misc]
+        self.timestamps.extend([m.timestamp()[1] for m in messages])
+
+    def clear(self) -> None:
+        """Forget every gathered message (after a commit, or when partitions were lost)."""
+        self.values.clear()
+        self.partitions.clear()
+        self.offsets.clear()
+        self.timestamps.clear()
+
+    def drop_partitions(self, partitions: set[int]) -> int:
+        """Forget the messages of `partitions` (they were re-seeked or taken away); returns how many."""
+        keep = [i for i, p in enumerate(self.partitions) if p not in partitions]
+        dropped = len(self.partitions) - len(keep)
+        if dropped:
+            self.values = [self.values[i] for i in keep]
+            self.partitions = [self.partitions[i] for i in keep]
+            self.offsets = [self.offsets[i] for i in keep]
+            self.timestamps = [self.timestamps[i] for i in keep]
+        return dropped
+
+    def ends(self) -> dict[int, int]:
+        """Per partition, the last offset seen + 1: offsets can have gaps, so never a message count."""
+        if not self.offsets:
+            return {}
+        grouped = (
+            pa.table({"p": pa.array(self.partitions, pa.int32()), "o": pa.array(self.offsets, pa.int64())})
+            .group_by("p")
+            .aggregate([("o", "max")])
+        )
+        return {
+            int(p): int(o) + 1
+            for p, o in zip(grouped["p"].to_pylist(), grouped["o_max"].to_pylist(), strict=True)
+        }
+
+
+@dataclass(frozen=True)
+class LineTable:
+    """The parser's input for one batch, and how many tombstones (null values) were left out."""
+
+    lines: pa.Table
+    tombstones: int
+
+
+def build_lines(batch: PendingBatch, source_names: dict[int, str]) -> LineTable:
+    """The parser input table: line, source ("<topic>/<partition>"), source_position, line_bytes, fallback_ts.
+
+    A tombstone (null value) carries no event: it is left out and counted, and its offset still
+    counts toward the partition's position. `fallback_ts` is the message timestamp (milliseconds;
+    -1 when the producer set none, which becomes null).
+    """
+    values = pa.array(batch.values, pa.binary())
+    partitions = pa.array(batch.partitions, pa.int32())
+    offsets = pa.array(batch.offsets, pa.int64())
+    stamps = pa.array(batch.timestamps, pa.int64())
+    tombstones = values.null_count
+    if tombstones:
+        present = pc.is_valid(values)
+        values, partitions, offsets, stamps = (
+            pc.filter(values, present),
+            pc.filter(partitions, present),
+            pc.filter(offsets, present),
+            pc.filter(stamps, present),
+        )
+    known = sorted(source_names)
+    names = pa.array([source_names[p] for p in known], pa.string())
+    index = pc.index_in(partitions, value_set=pa.array(known, pa.int32()))
+    micros = pc.multiply(stamps, 1000)
+    fallback = pc.if_else(pc.less(stamps, 0), pa.scalar(None, pa.int64()), micros).cast(UTC_US)
+    lines = pa.table(
+        {
+            "line": values,
+            "source": pc.take(names, index),
+            "source_position": offsets,
+            "line_bytes": pc.binary_length(values).cast(pa.int64()),
+            "fallback_ts": fallback,
+        }
+    )
+    return LineTable(lines=lines, tombstones=tombstones)

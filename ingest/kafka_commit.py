@@ -1,0 +1,95 @@
+"""One batch of Kafka messages into the tables: quarantine first, then predictions + partition positions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from storage.commit import SourceBatch, commit_sources, committed_position, open_table
+from storage.layout import Layout
+from storage.schemas import PREDICTIONS, QUARANTINE
+
+
+@dataclass(frozen=True)
+class PartitionNames:
+    """How one topic's partitions are named in the tables (app ids and `source` values)."""
+
+    topic: str
+
+    def app_id(self, partition: int) -> str:
+        return f"kafka:{self.topic}:{partition}"
+
+    def source(self, partition: int) -> str:
+        return f"{self.topic}/{partition}"
+
+
+@dataclass
+class BatchCommit:
+    """What committing one batch did to the predictions table (the table that says where we are)."""
+
+    rows_written: int = 0
+    rows_already_committed: int = 0
+    quarantined_written: int = 0
+    positions: dict[int, int] = field(default_factory=dict)
+    stale: dict[int, int] = field(default_factory=dict)
+    """Partitions whose committed position was already at or past our end: another writer owns them."""
+
+
+def commit_batch(
+    root: Path,
+    names: PartitionNames,
+    ends: Mapping[int, int],
+    predictions: pa.Table,
+    quarantine: pa.Table,
+) -> BatchCommit:
+    """Commit one batch; `ends` maps each partition to its last seen offset + 1.
+
+    Quarantine rows go first under the same app ids: a crash between the two commits replays the
+    batch, and the quarantine commit then drops rows below its own committed positions. The
+    predictions commit always carries every partition's position (even with no rows), and its
+    positions are the ones consumption resumes from.
+    """
+    layout = Layout(root)
+    result = BatchCommit()
+    if quarantine.num_rows:
+        report = commit_sources(
+            layout.quarantine,
+            layout.lock_file("quarantine"),
+            QUARANTINE,
+            [
+                SourceBatch(names.app_id(p), _rows_of(quarantine, names.source(p)), end)
+                for p, end in ends.items()
+            ],
+        )
+        result.quarantined_written = report.rows_written
+    report = commit_sources(
+        layout.predictions,
+        layout.lock_file("predictions"),
+        PREDICTIONS,
+        [
+            SourceBatch(names.app_id(p), _rows_of(predictions, names.source(p)), end)
+            for p, end in ends.items()
+        ],
+    )
+    result.rows_written = report.rows_written
+    result.rows_already_committed = report.rows_already_committed
+    by_app = {names.app_id(p): p for p in ends}
+    result.positions = {by_app[app]: pos for app, pos in report.positions.items()}
+    result.stale = {by_app[app]: report.positions[app] for app in report.stale_sources}
+    return result
+
+
+def _rows_of(table: pa.Table, source: str) -> pa.Table:
+    if table.num_rows == 0:
+        return table
+    return table.filter(pc.equal(table["source"], pa.scalar(source, pa.string())))
+
+
+def table_positions(root: Path, names: PartitionNames, partitions: list[int]) -> dict[int, int | None]:
+    """The next offset to read of each partition, as committed to the predictions table (None: never)."""
+    table = open_table(Layout(root).predictions)
+    return {p: committed_position(table, names.app_id(p)) for p in partitions}

@@ -1,0 +1,441 @@
+"""The Kafka consumer: batches of messages into the tables exactly once, across crashes and rebalances.
+
+Protocol (docs/design.md, "Kafka ingestion"):
+
+1. on every assignment, each partition resumes at the position committed to the predictions
+   table (`kafka:<topic>:<partition>`), not at Kafka's committed offset; a partition never
+   committed starts at the earliest (default) or latest offset, per `auto.offset.reset`;
+2. messages are gathered until `max_messages` or `max_seconds`, parsed in one go, and committed:
+   quarantine rows first, then prediction rows with every partition's last seen offset + 1, in
+   one Delta commit per table (`storage.commit.commit_sources`);
+3. only then are the offsets committed to Kafka (asynchronously; synchronously on revoke and at
+   exit) so lag tools keep working; Kafka's offsets are never read back;
+4. on revoke the batch is committed first; on loss it is dropped; a commit that finds another
+   writer already past our position (`stale_sources`) re-seeks to the table's position.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+
+from ingest.kafka_batch import PendingBatch, build_lines
+from ingest.kafka_commit import commit_batch, table_positions
+from ingest.kafka_config import BatchRules, KafkaSource
+from ingest.kafka_reach import Backoff, probe, unavailable, wait_for_topic
+from ingest.parser import LineParser
+from service.errors import ConfigError, SourceError
+
+log = logging.getLogger("hindsight.ingest.kafka")
+
+
+class _ClientLog:
+    """librdkafka's own log lines, at DEBUG: they repeat every reconnect, and the errors that matter
+    reach `error_cb` too, which reports them once, in words."""
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger("hindsight.ingest.kafka.librdkafka")
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        self.logger.debug(msg, *args)
+
+
+_CONSUME_CHUNK = 10_000
+_POLL_SECONDS = 0.5  # longest a consume() call blocks: bounds how late a stop signal is seen
+_PROGRESS_SECONDS = 10.0
+_FATAL_CODES = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError._AUTHENTICATION,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError._SSL,
+    }
+)
+
+
+@dataclass
+class KafkaIngestSummary:
+    """What one run of `hindsight ingest kafka` did."""
+
+    topic: str
+    group: str
+    messages: int = 0
+    records: int = 0
+    days: set[date] = field(default_factory=set)
+    skipped: int = 0
+    quarantined: int = 0
+    tombstones: int = 0
+    duplicates_dropped: int = 0
+    partitions: set[int] = field(default_factory=set)
+    commits: int = 0
+    fenced: int = 0
+    seconds: float = 0.0
+    busy_seconds: float = 0.0
+    """From the first message received to the end of the last commit (no join, no idle wait)."""
+    stopped_by: str = "stop"
+    positions: dict[int, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (days as ISO dates, partitions sorted)."""
+        return {
+            "topic": self.topic,
+            "group": self.group,
+            "messages": self.messages,
+            "records": self.records,
+            "days": len(self.days),
+            "first_day": min(self.days).isoformat() if self.days else None,
+            "last_day": max(self.days).isoformat() if self.days else None,
+            "skipped": self.skipped,
+            "quarantined": self.quarantined,
+            "tombstones": self.tombstones,
+            "duplicates_dropped": self.duplicates_dropped,
+            "partitions": sorted(self.partitions),
+            "positions": {str(p): pos for p, pos in sorted(self.positions.items())},
+            "commits": self.commits,
+            "fenced": self.fenced,
+            "seconds": round(self.seconds, 3),
+            "busy_seconds": round(self.busy_seconds, 3),
+            "messages_per_second": round(self.messages / self.busy_seconds) if self.busy_seconds else None,
+            "stopped_by": self.stopped_by,
+        }
+
+
+def ingest_kafka(
+    root: Path,
+    source: KafkaSource,
+    rules: BatchRules,
+    *,
+    stop: threading.Event | None = None,
+) -> KafkaIngestSummary:
+    """Consume `source` into the tables under `root` until `stop` is set or the topic stays idle.
+
+    Returns when `stop` is set (after committing the current batch) or after `rules.until_idle`
+    seconds without messages. Raises BrokerUnavailable when the broker stays unreachable for
+    `rules.give_up_after` seconds, SourceError for a missing topic or refused credentials.
+    """
+    return _Ingestor(root, source, rules, stop or threading.Event()).run()
+
+
+class _Ingestor:
+    """State of one run: the consumer, the batch being gathered, and what the group gave us."""
+
+    def __init__(self, root: Path, source: KafkaSource, rules: BatchRules, stop: threading.Event) -> None:
+        self.root = root
+        self.source = source
+        self.rules = rules
+        self.stop = stop
+        self.names = source.names
+        self.parser = LineParser(source_tz=rules.source_tz)
+        self.pending = PendingBatch()
+        self.batch_started = 0.0
+        self.assigned: set[int] = set()
+        self.joined = False
+        self.callback_error: BaseException | None = None
+        self.failed = False
+        self.down_since: float | None = None
+        self.probe_backoff = Backoff()
+        self.next_probe = 0.0
+        self.last_activity = time.monotonic()
+        self.last_progress = time.monotonic()
+        self.first_message: float | None = None
+        self.summary = KafkaIngestSummary(topic=source.topic, group=source.group)
+        try:
+            self.consumer = Consumer(
+                source.consumer_config(
+                    error_cb=self._on_error, on_commit=self._on_commit, logger=_ClientLog()
+                )
+            )
+        except KafkaException as exc:
+            raise ConfigError(f"invalid Kafka client configuration: {exc.args[0].str()}") from exc
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> KafkaIngestSummary:
+        started = time.monotonic()
+        try:
+            count = wait_for_topic(
+                self.consumer, self.source.bootstrap, self.source.topic, self.rules.give_up_after, self.stop
+            )
+            if count is not None:
+                log.info(
+                    "consuming topic %s (%d partitions) from %s as group %s",
+                    self.source.topic,
+                    count,
+                    self.source.bootstrap,
+                    self.source.group,
+                )
+                self._consume_until_done()
+        except BaseException:
+            self.failed = True
+            raise
+        finally:
+            self._close()
+            self.summary.seconds = time.monotonic() - started
+        return self.summary
+
+    def _consume_until_done(self) -> None:
+        self.consumer.subscribe(
+            [self.source.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        while not self.stop.is_set():
+            messages = self.consumer.consume(
+                num_messages=min(_CONSUME_CHUNK, self.rules.max_messages), timeout=self._wait_seconds()
+            )
+            self._raise_callback_error()
+            now = time.monotonic()
+            if messages:
+                self._gather(messages, now)
+            if self.pending and (
+                len(self.pending) >= self.rules.max_messages
+                or now - self.batch_started >= self.rules.max_seconds
+            ):
+                self._flush()
+            self._watch_broker(now)
+            if self._idle_for_long(now):
+                self.summary.stopped_by = "idle"
+                break
+        else:
+            self.summary.stopped_by = "signal"
+        self._flush()
+        self._commit_offsets(sync=True)
+
+    def _wait_seconds(self) -> float:
+        if not self.pending:
+            return _POLL_SECONDS
+        left = self.rules.max_seconds - (time.monotonic() - self.batch_started)
+        return max(0.0, min(_POLL_SECONDS, left))
+
+    def _gather(self, messages: list[Any], now: float) -> None:
+        if any(m.error() is not None for m in messages):
+            for bad in (m for m in messages if m.error() is not None):
+                self._on_consume_error(bad.error())
+            messages = [m for m in messages if m.error() is None]
+            if not messages:
+                return
+        if not self.pending:
+            self.batch_started = now
+            if self.first_message is None:
+                self.first_message = now
+        self.pending.extend(messages)
+        self.last_activity = now
+        if self.down_since is not None:
+            self._reachable_again(now)
+
+    def _idle_for_long(self, now: float) -> bool:
+        # The idle clock starts at the first assignment (possibly empty): a join can take a session
+        # timeout or more while the coordinator waits for members that died, and that is not idleness.
+        if self.rules.until_idle is None or self.pending or not self.joined or self.down_since is not None:
+            return False
+        return now - self.last_activity >= self.rules.until_idle
+
+    # -- committing -------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Parse and commit the gathered batch, then move Kafka's offsets; a no-op when empty."""
+        if not self.pending or self.failed:
+            return
+        ends = self.pending.ends()
+        lines = build_lines(self.pending, {p: self.names.source(p) for p in ends})
+        parsed = self.parser.parse(lines.lines, ingested_at=datetime.now(UTC))
+        result = commit_batch(self.root, self.names, ends, parsed.predictions, parsed.quarantine)
+        summary = self.summary
+        summary.messages += len(self.pending)
+        summary.records += result.rows_written
+        summary.duplicates_dropped += result.rows_already_committed
+        summary.skipped += parsed.skipped
+        summary.quarantined += parsed.quarantined
+        summary.tombstones += lines.tombstones
+        summary.partitions.update(ends)
+        summary.positions.update(result.positions)
+        summary.commits += 1
+        if self.first_message is not None:
+            summary.busy_seconds = time.monotonic() - self.first_message
+        if parsed.predictions.num_rows:
+            summary.days.update(pc.unique(parsed.predictions["day"]).to_pylist())
+        messages = len(self.pending)
+        self.pending.clear()
+        for partition, position in result.stale.items():
+            self._fenced(partition, position)
+        self._log_progress(messages, result.rows_written)
+        self._commit_offsets(sync=False, positions=result.positions)
+
+    def _fenced(self, partition: int, position: int) -> None:
+        """Another writer committed this partition past our batch: continue from its position."""
+        self.summary.fenced += 1
+        log.warning(
+            "partition %s/%d: another writer already committed up to offset %d; "
+            "our batch was dropped, re-reading from there",
+            self.source.topic,
+            partition,
+            position,
+        )
+        if partition in self.assigned:
+            try:
+                self.consumer.seek(TopicPartition(self.source.topic, partition, position))
+            except KafkaException as exc:
+                log.warning("cannot seek %s/%d: %s", self.source.topic, partition, exc)
+
+    def _commit_offsets(self, *, sync: bool, positions: dict[int, int] | None = None) -> None:
+        """Tell Kafka how far the table got, for lag tools; the table stays the truth."""
+        chosen = self.summary.positions if positions is None else positions
+        offsets = [
+            TopicPartition(self.source.topic, p, pos) for p, pos in chosen.items() if p in self.assigned
+        ]
+        if not offsets or self.failed:
+            return
+        try:
+            if sync:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            log.warning("could not commit offsets to Kafka (the Delta table keeps the positions): %s", exc)
+
+    def _log_progress(self, messages: int, records: int) -> None:
+        now = time.monotonic()
+        level = logging.INFO if now - self.last_progress >= _PROGRESS_SECONDS else logging.DEBUG
+        if level == logging.INFO:
+            self.last_progress = now
+        log.log(
+            level,
+            "committed %d messages (%d records); total %d messages, %d records, %d quarantined",
+            messages,
+            records,
+            self.summary.messages,
+            self.summary.records,
+            self.summary.quarantined,
+        )
+
+    # -- group callbacks (run inside consume()/close(); errors are re-raised by the loop) ----
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            positions = table_positions(self.root, self.names, [tp.partition for tp in partitions])
+            start = OFFSET_BEGINNING if self.source.auto_offset_reset == "earliest" else OFFSET_END
+            for tp in partitions:
+                committed = positions[tp.partition]
+                tp.offset = start if committed is None else committed
+            described = ", ".join(
+                f"{tp.partition}@{'start' if positions[tp.partition] is None else positions[tp.partition]}"
+                for tp in partitions
+            )
+            log.info("assigned %s partitions: %s", self.source.topic, described or "none")
+        except BaseException as exc:
+            self.callback_error = exc
+            partitions = []  # assign nothing rather than resume from Kafka's own offsets
+        if self.source.cooperative:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+        self.assigned.update(tp.partition for tp in partitions)
+        self.joined = True
+        self.last_activity = time.monotonic()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {tp.partition for tp in partitions}
+        try:
+            if self.pending:
+                log.info("partitions %s revoked: committing the current batch first", sorted(revoked))
+            self._flush()
+            self._commit_offsets(sync=True)
+        except BaseException as exc:
+            self.callback_error = exc
+            self.failed = True
+        finally:
+            self.assigned -= revoked
+            self.last_activity = time.monotonic()
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        lost = {tp.partition for tp in partitions}
+        dropped = self.pending.drop_partitions(lost)
+        log.warning(
+            "partitions %s lost (session expired); dropped %d uncommitted messages, "
+            "which the new owner reads again",
+            sorted(lost),
+            dropped,
+        )
+        self.assigned -= lost
+        self.last_activity = time.monotonic()
+
+    def _on_error(self, err: KafkaError) -> None:
+        code = err.code()
+        if code == KafkaError._ALL_BROKERS_DOWN:
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+                self.probe_backoff.reset()
+                self.next_probe = self.down_since + self.probe_backoff.next_delay()
+            log.warning("all Kafka brokers of %s are down: %s", self.source.bootstrap, err.str())
+        elif code in (KafkaError._TRANSPORT, KafkaError._RESOLVE):
+            # librdkafka reconnects by itself; only "all brokers down" changes what we do
+            log.debug("Kafka connection problem: %s", err.str())
+        elif err.fatal() or code in _FATAL_CODES:
+            self.callback_error = SourceError(
+                f"Kafka client error: {err.str()}", details={"code": err.name()}
+            )
+        else:
+            log.warning("Kafka client error: %s", err.str())
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is not None:
+            log.warning("Kafka offset commit failed (positions are safe in the table): %s", err.str())
+
+    def _on_consume_error(self, err: KafkaError) -> None:
+        if err.fatal() or err.code() in _FATAL_CODES:
+            raise SourceError(
+                f"cannot consume {self.source.topic}: {err.str()}", details={"code": err.name()}
+            )
+        log.warning("consume error on %s: %s", self.source.topic, err.str())
+
+    def _raise_callback_error(self) -> None:
+        if self.callback_error is not None:
+            error, self.callback_error = self.callback_error, None
+            raise error
+
+    # -- the broker going away --------------------------------------------------------------
+
+    def _watch_broker(self, now: float) -> None:
+        if self.down_since is None or now < self.next_probe:
+            return
+        try:
+            probe(self.consumer, self.source.topic, timeout=1.0)
+        except KafkaException as exc:
+            elapsed = now - self.down_since
+            if elapsed >= self.rules.give_up_after:
+                self._flush()  # the table does not need the broker: keep what we have
+                raise unavailable(self.source.bootstrap, elapsed, exc) from exc
+            delay = self.probe_backoff.next_delay()
+            self.next_probe = time.monotonic() + delay
+            log.warning(
+                "Kafka broker %s still unreachable after %.0f s; retrying in %.1f s (giving up after %.0f s)",
+                self.source.bootstrap,
+                elapsed,
+                delay,
+                self.rules.give_up_after,
+            )
+            return
+        self._reachable_again(now)
+
+    def _reachable_again(self, now: float) -> None:
+        if self.down_since is not None:
+            log.info(
+                "Kafka broker %s reachable again after %.1f s", self.source.bootstrap, now - self.down_since
+            )
+        self.down_since = None
+        self.last_activity = now
+
+    def _close(self) -> None:
+        try:
+            self.consumer.close()  # leaves the group; on_revoke has nothing left to commit
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("closing the Kafka consumer: %s", exc)
+        if self.callback_error is not None and not self.failed:
+            self._raise_callback_error()

@@ -1,0 +1,266 @@
+"""Parse DSS query-log lines (from files or Kafka) into predictions and quarantine rows, in DuckDB."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ingest.parse_sql import BATCH_QUERY, LINES_QUERY, MACROS
+from service.errors import ConfigError
+from storage.schemas import PREDICTIONS, QUARANTINE
+
+RAW_LIMIT = 64 * 1024
+"""`quarantine.raw` keeps at most this many bytes of a line (its full size is in `raw_bytes`)."""
+
+_INPUT_TS = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    """What one call to `LineParser.parse` produced, with the counts the callers report."""
+
+    predictions: pa.Table
+    quarantine: pa.Table
+    lines: int
+    records: int
+    skipped: int
+    quarantined: int
+
+
+class LineParser:
+    """Turns a table of raw log lines into rows of the predictions and quarantine tables.
+
+    Thread-safe: each `parse` call runs on its own DuckDB cursor of the parser's connection.
+    """
+
+    def __init__(self, source_tz: str = "UTC") -> None:
+        self.source_tz = _validate_zone(source_tz)
+        self._con = duckdb.connect(":memory:")
+        self._con.execute(MACROS)
+        self._lock = threading.Lock()
+
+    def parse(self, lines: pa.Table, *, ingested_at: datetime | None = None) -> ParseResult:
+        """Parse `lines` (line, source, source_position, line_bytes[, fallback_ts]); bad lines never raise."""
+        ingested = _utc(ingested_at)
+        prepared = _prepare(lines)
+        out = self._run_resilient(prepared)
+        return _assemble(out, lines, prepared, ingested)
+
+    def _run_resilient(self, prepared: pa.Table) -> pa.Table:
+        """Run the queries; if DuckDB fails on some line, split the batch to isolate and quarantine it."""
+        try:
+            return self._run(prepared)
+        except duckdb.Error as exc:
+            if prepared.num_rows <= 1:
+                return _failed_rows(prepared, f"could not be parsed: {str(exc).splitlines()[0][:200]}")
+        half = prepared.num_rows // 2
+        return pa.concat_tables(
+            [self._run_resilient(prepared.slice(0, half)), self._run_resilient(prepared.slice(half))],
+            promote_options="permissive",
+        )
+
+    def _run(self, prepared: pa.Table) -> pa.Table:
+        """One row per output (see `ingest.parse_sql`): single records, batch records, quarantine, skips."""
+        with self._lock:
+            cursor = self._con.cursor()
+        try:
+            cursor.execute(f"SET TimeZone = '{self.source_tz}'")
+            cursor.register("lines_in", prepared)
+            per_line = cursor.sql(LINES_QUERY).to_arrow_table()
+            kind = per_line.column("kind").to_numpy()
+            is_batch = kind == 3
+            if not is_batch.any():
+                return per_line.drop_columns(["env"])
+            batch_lines = per_line.filter(pa.array(is_batch))
+            batch_lines = batch_lines.append_column("s", prepared.column("s").take(batch_lines.column("idx")))
+            cursor.register("batch_in", batch_lines)
+            exploded = cursor.sql(BATCH_QUERY).to_arrow_table()
+            rest = per_line.filter(pa.array(~is_batch)).drop_columns(["env"])
+            parts = [rest, exploded.cast(rest.schema)]
+            empty = np.setdiff1d(batch_lines.column("idx").to_numpy(), exploded.column("idx").to_numpy())
+            if len(empty):  # a batch of zero items yields no row: count the line as skipped
+                parts.append(_kind_rows(pa.array(empty, pa.int64()), 2, None))
+            return pa.concat_tables(parts, promote_options="permissive")
+        finally:
+            cursor.close()
+
+
+def _validate_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            f"unknown time zone {name!r}: source_tz must be an IANA zone name like 'UTC' or 'Europe/Paris'",
+            details={"source_tz": name},
+        ) from exc
+    probe = duckdb.connect(":memory:")
+    try:
+        probe.execute(f"SET TimeZone = '{name}'")
+    except duckdb.Error as exc:
+        raise ConfigError(
+            f"time zone {name!r} is not known to DuckDB's ICU data; use another IANA name for the same zone",
+            details={"source_tz": name},
+        ) from exc
+    finally:
+        probe.close()
+    return name
+
+
+def _utc(when: datetime | None) -> datetime:
+    if when is None:
+        return datetime.now(UTC)
+    if when.tzinfo is None:  # a naive instant is taken as UTC, the zone of every stored timestamp
+        return when.replace(tzinfo=UTC)
+    return when.astimezone(UTC)
+
+
+def _prepare(lines: pa.Table) -> pa.Table:
+    """The `lines_in` relation: decoded, newline-stripped text (NULL when not UTF-8) and sizes."""
+    n = lines.num_rows
+    raw = lines.column("line")
+    if raw.type != pa.binary():
+        raw = raw.cast(pa.binary())
+    n_bytes = pc.binary_length(raw).cast(pa.int64())
+    text = pc.utf8_rtrim(_as_utf8(raw), characters="\r\n")
+    if "fallback_ts" in lines.column_names:
+        fallback = lines.column("fallback_ts").cast(_INPUT_TS)
+    else:
+        fallback = pa.nulls(n, _INPUT_TS)
+    return pa.table(
+        {
+            "idx": pa.array(np.arange(n, dtype=np.int64)),
+            "s": text,
+            "n_bytes": n_bytes,
+            "line_bytes": lines.column("line_bytes").cast(pa.int64()),
+            "source": lines.column("source").cast(pa.string()),
+            "source_position": lines.column("source_position").cast(pa.int64()),
+            "fallback_ts": fallback,
+        }
+    )
+
+
+def _as_utf8(raw: pa.ChunkedArray) -> pa.ChunkedArray:
+    """View binary chunks as strings without copying; rows that are not UTF-8 become NULL."""
+    chunks: list[pa.Array] = []
+    for chunk in raw.chunks:
+        view = chunk.view(pa.string())
+        try:
+            view.validate(full=True)
+        except pa.ArrowInvalid:
+            view = pa.array([_decode_or_none(v) for v in chunk.to_pylist()], pa.string())
+        chunks.append(view)
+    return pa.chunked_array(chunks, pa.string())
+
+
+def _decode_or_none(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _failed_rows(prepared: pa.Table, reason: str) -> pa.Table:
+    """Rows of the query's output shape that quarantine every line of `prepared` with `reason`."""
+    return _kind_rows(prepared.column("idx"), 1, reason)
+
+
+def _kind_rows(idx: pa.Array | pa.ChunkedArray, kind: int, reason: str | None) -> pa.Table:
+    """Output rows with only `kind`, `idx` and `reason` set (the rest is filled in by `_assemble`)."""
+    n = len(idx)
+    return pa.table(
+        {
+            "kind": pa.array([kind] * n, pa.int32()),
+            "idx": idx,
+            "reason": pa.array([reason] * n, pa.string()),
+        }
+    )
+
+
+def _assemble(out: pa.Table, lines: pa.Table, prepared: pa.Table, ingested: datetime) -> ParseResult:
+    kind = out.column("kind").to_numpy()
+    n_records = int(np.count_nonzero(kind == 0))
+    n_quarantined = int(np.count_nonzero(kind == 1))
+    n_skipped = int(np.count_nonzero(kind == 2))
+    records = out if n_records == out.num_rows else out.filter(pa.array(kind == 0))
+    bad = out.filter(pa.array(kind == 1)) if n_quarantined else out.slice(0, 0)
+    return ParseResult(
+        predictions=_predictions(records, ingested),
+        quarantine=_quarantine(bad, lines, prepared, ingested),
+        lines=lines.num_rows,
+        records=n_records,
+        skipped=n_skipped,
+        quarantined=n_quarantined,
+    )
+
+
+def _predictions(records: pa.Table, ingested: datetime) -> pa.Table:
+    n = records.num_rows
+    if n == 0:
+        return PREDICTIONS.empty_table()
+    ts = records.column("ts").cast(_INPUT_TS)
+    columns: dict[str, pa.ChunkedArray | pa.Array] = {}
+    for field in PREDICTIONS:
+        if field.name == "ts":
+            columns["ts"] = ts
+        elif field.name == "ingested_at":
+            columns["ingested_at"] = pa.array(np.full(n, _micros(ingested), dtype=np.int64), pa.int64()).cast(
+                _INPUT_TS
+            )
+        else:
+            columns[field.name] = records.column(field.name).cast(field.type)
+    return pa.table(columns, schema=PREDICTIONS)
+
+
+def _quarantine(bad: pa.Table, lines: pa.Table, prepared: pa.Table, ingested: datetime) -> pa.Table:
+    if bad.num_rows == 0:
+        return QUARANTINE.empty_table()
+    rows = bad.column("idx").to_numpy()
+    picked = lines.take(pa.array(rows))
+    raw_lines = picked.column("line").to_pylist()
+    n_bytes = prepared.column("n_bytes").take(pa.array(rows)).to_numpy()
+    line_bytes = picked.column("line_bytes").to_numpy()
+    n = bad.num_rows
+    return pa.table(
+        {
+            "source": picked.column("source").cast(pa.string()),
+            "source_position": picked.column("source_position").cast(pa.int64()),
+            "reason": bad.column("reason").cast(pa.string()),
+            "raw": pa.array([_raw_text(b) for b in raw_lines], pa.string()),
+            "raw_bytes": pa.array(np.maximum(n_bytes, line_bytes).astype(np.int64)),
+            "ingested_at": pa.array([ingested] * n, _INPUT_TS),
+            "day": pa.array([ingested.date()] * n, pa.date32()),
+        },
+        schema=QUARANTINE,
+    )
+
+
+def _raw_text(line: bytes | str | None) -> str:
+    """The line as text for `quarantine.raw`: newline-stripped, cut at RAW_LIMIT bytes, bad bytes replaced."""
+    data = line.encode() if isinstance(line, str) else (line or b"")
+    data = data.rstrip(b"\r\n")
+    if len(data) > RAW_LIMIT:
+        data = data[:RAW_LIMIT]
+        # do not leave half a character at the cut: drop an incomplete trailing UTF-8 sequence
+        for back in range(1, 4):
+            byte = data[-back]
+            if byte & 0xC0 == 0xC0:  # lead byte of a sequence that may be incomplete
+                need = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4
+                if need > back:
+                    data = data[:-back]
+                break
+            if byte & 0x80 == 0:
+                break
+    return data.decode("utf-8", errors="replace")
+
+
+def _micros(when: datetime) -> int:
+    return int(when.timestamp()) * 1_000_000 + when.microsecond

@@ -1,0 +1,50 @@
+"""`hindsight demo`: sample logs in, a per-day summary and a sample query out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from service.render import OutputFormat, render_rows
+
+
+def demo_command(
+    ctx: typer.Context,
+    root: Annotated[
+        Path | None, typer.Option("--root", help="Data folder for the demo (default: the global --root).")
+    ] = None,
+) -> None:
+    """Generate a week of sample DSS query logs, ingest them, and show what landed.
+
+    Safe to run again: the sample folder is kept and nothing is ingested twice.
+
+    Example: hindsight demo --root ./demo-data
+    """
+    from service.cli import state_of
+    from service.demo import run_demo
+
+    chosen = root if root is not None else state_of(ctx).settings().root
+    report = run_demo(chosen)
+    if report.generated is not None:
+        g = report.generated
+        typer.echo(
+            f"generated {g.lines} log lines ({g.records} records, {g.bad_lines} bad lines, "
+            f"{g.other_topic_lines} other audit topics) in {len(g.files)} files under {report.logs}"
+        )
+    else:
+        typer.echo(f"sample logs already under {report.logs}")
+    typer.echo(f"ingested: {report.ingest.line()}")
+    typer.echo("")
+    typer.echo(
+        render_rows(report.per_day.columns, report.per_day.rows, OutputFormat.table, title="records per day")
+    )
+    typer.echo("")
+    typer.echo(f'sample query (hindsight --root {chosen} sql "..."):\n{report.sample_sql}')
+    typer.echo(render_rows(report.sample.columns, report.sample.rows, OutputFormat.table))
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the `demo` command to the main CLI."""
+    app.command("demo")(demo_command)

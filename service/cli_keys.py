@@ -1,0 +1,97 @@
+"""`hindsight keys create|list|revoke`: manage the API keys stored hashed in <root>/state/keys.sqlite."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from service.render import OutputFormat, render_rows
+from service.settings import Settings
+
+keys_app = typer.Typer(help="Manage API keys (the secret is shown once, at creation).", no_args_is_help=True)
+
+
+def _audit_admin(settings: Settings, event: str, **fields: object) -> None:
+    """Key changes made on the command line go to hindsight.audit.admin like those made over HTTP."""
+    from api.audit import admin_log, audit, close_audit, configure_audit
+
+    configure_audit(settings.api.logs_dir or settings.root / "logs", config_file=settings.api.logging_config)
+    audit(admin_log, event, by="cli", **fields)
+    close_audit()
+
+
+@keys_app.command("create")
+def create_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option("--name", help="Who or what uses the key.")],
+    scope: Annotated[
+        list[str], typer.Option("--scope", help="outcomes:write, read or admin; repeat for several.")
+    ],
+) -> None:
+    """Create a key and print it alone on stdout, once (it is stored only hashed).
+
+    Example: hindsight keys create --name crm --scope outcomes:write --scope read
+    """
+    from service.cli import state_of
+    from storage.keys import KeyStore
+    from storage.layout import Layout
+
+    settings = state_of(ctx).settings()
+    store = KeyStore(Layout(settings.root).keys_db)
+    try:
+        created = store.create(name, scope)
+    finally:
+        store.close()
+    _audit_admin(settings, "key_created", key_id=created.key.id, name=name, scopes=list(created.key.scopes))
+    typer.echo(created.token)
+    typer.echo(f"created key {created.key.id} ({' '.join(created.key.scopes)}); keep it safe", err=True)
+
+
+@keys_app.command("list")
+def list_command(
+    ctx: typer.Context,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.table,
+) -> None:
+    """List keys: id, name, scopes, created, revoked (never a secret).
+
+    Example: hindsight keys list --format json
+    """
+    from service.cli import state_of
+    from storage.keys import KeyStore
+    from storage.layout import Layout
+
+    store = KeyStore(Layout(state_of(ctx).settings().root).keys_db)
+    try:
+        keys = store.list()
+    finally:
+        store.close()
+    rows = [[k.id, k.name, " ".join(k.scopes), k.created_at, k.revoked_at or ""] for k in keys]
+    typer.echo(render_rows(["id", "name", "scopes", "created", "revoked"], rows, fmt))
+
+
+@keys_app.command("revoke")
+def revoke_command(
+    ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="The id shown by `hindsight keys list`.")]
+) -> None:
+    """Revoke a key: every later request with it gets 401.
+
+    Example: hindsight keys revoke 3f9a0c12d4e5
+    """
+    from service.cli import state_of
+    from storage.keys import KeyStore
+    from storage.layout import Layout
+
+    settings = state_of(ctx).settings()
+    store = KeyStore(Layout(settings.root).keys_db)
+    try:
+        key = store.revoke(key_id)
+    finally:
+        store.close()
+    _audit_admin(settings, "key_revoked", key_id=key.id)
+    typer.echo(f"revoked key {key.id} ({key.name}) at {key.revoked_at}")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the `keys` group to the main CLI."""
+    app.add_typer(keys_app, name="keys")

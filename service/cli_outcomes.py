@@ -1,0 +1,51 @@
+"""`hindsight outcomes import FILE`: load outcomes from CSV, JSONL or Parquet through the intake log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from service.render import OutputFormat, render_rows
+
+outcomes_app = typer.Typer(help="Record outcomes (what finally happened) in bulk.", no_args_is_help=True)
+
+
+@outcomes_app.command("import")
+def import_command(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="CSV, JSONL or Parquet file of outcomes.")],
+    input_format: Annotated[
+        str | None, typer.Option("--input-format", help="csv, jsonl or parquet (default: from the extension).")
+    ] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.table,
+) -> None:
+    """Validate a whole file, store it like POST /v1/outcomes would, flush it to Delta and summarise.
+
+    Example: hindsight --root ./data outcomes import labels.csv
+    """
+    from api.audit import audit, close_audit, configure_audit, outcomes_log
+    from service.cli import state_of
+    from storage.outcome_import import import_outcomes
+
+    settings = state_of(ctx).settings()
+    report = import_outcomes(settings.root, path, fmt=input_format)
+    configure_audit(settings.api.logs_dir or settings.root / "logs", config_file=settings.api.logging_config)
+    audit(
+        outcomes_log,
+        "outcomes_imported",
+        key_id=None,
+        path=str(path),
+        created=report.created,
+        duplicate=report.duplicate,
+    )
+    close_audit()
+    columns = ["file", "format", "created", "duplicate", "flushed"]
+    row = [str(report.path), report.file_format, report.created, report.duplicate, report.flushed]
+    typer.echo(render_rows(columns, [row], fmt))
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the `outcomes` group to the main CLI."""
+    app.add_typer(outcomes_app, name="outcomes")

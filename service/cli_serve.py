@@ -1,0 +1,56 @@
+"""`hindsight serve`: run the outcomes REST API on uvicorn (one worker: the intake log has one writer)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from api.app import create_app
+from api.config import ApiConfig
+from service.settings import Settings
+
+
+def api_config(settings: Settings) -> ApiConfig:
+    """The API's plain values from the settings (the composition point: api/ never sees Settings)."""
+    api = settings.api
+    return ApiConfig(
+        root=settings.root,
+        max_body_bytes=api.max_body_bytes,
+        max_batch_items=api.max_batch_items,
+        flush_interval=api.flush_interval,
+        group_commit_ms=api.group_commit_ms,
+        audit_calls=api.audit_calls,
+        logs_dir=api.logs_dir,
+        logging_config=api.logging_config,
+    )
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option("--host", help="Interface to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="TCP port (default 8000).")] = None,
+) -> None:
+    """Serve the REST API: POST /v1/outcomes, GET /v1/outcomes, /v1/predictions/{id}, admin keys.
+
+    Example: hindsight --root ./data serve --host 0.0.0.0 --port 8000
+    """
+    import uvicorn
+
+    from service.cli import state_of
+
+    settings = state_of(ctx).settings(api={"host": host, "port": port})
+    app = create_app(api_config(settings))
+    uvicorn.run(
+        app,
+        host=settings.api.host,
+        port=settings.api.port,
+        workers=1,
+        log_level=settings.log_level.lower(),
+        access_log=False,  # every call is in hindsight.audit.calls when api.audit_calls is on
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Attach `serve` to the main CLI."""
+    app.command("serve")(serve)

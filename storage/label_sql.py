@@ -1,0 +1,233 @@
+"""The SQL of the label join: policies table, keyed predictions, attribution, and the as-of table macros.
+
+Policy values reach SQL in two ways only: as bound parameters (rows of the `_hs_policies` temp table)
+or, for join paths, as JSON-pointer literals quoted by `storage.views.quote_literal` after the path
+was validated by `storage.policies`. Nothing from a request is ever interpolated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import duckdb
+
+from storage.policies import DEFAULT_OUTCOME_TYPE, Policy
+from storage.views import quote_ident, quote_literal
+
+POLICIES_TABLE = "_hs_policies"
+OUTCOMES_SOURCE = "_hs_outcomes_table"
+SEPARATOR = "chr(31)"  # joins the parts of a multi-path key; unit separator, never in sane ids
+
+UNMATCHED_REASONS: dict[str, str] = {
+    "superseded by a later outcome": "it was attributed, but every prediction it went to took a later outcome "
+    "of the same type (a correction, or a later event for the same key)",
+    "no policy for outcome_type": "no policy of its endpoint (or of any endpoint, when it names none) uses "
+    "this outcome_type; without a policy only 'label' joins, on record_id",
+    "no policy joins on this target": "a policy uses this outcome_type but joins on other paths than the "
+    "outcome's key",
+    "no prediction with this key": "no prediction (made up to the as-of time) has this record_id or key",
+    "no prediction before occurred_at": "predictions with this key exist, but all were made after the "
+    "outcome occurred",
+    "outside window": "the prediction it would go to was made longer than the policy's window before "
+    "the outcome occurred",
+}
+"""Why an outcome is in `unmatched_outcomes`, checked in this order."""
+
+
+def key_specs(policies: Sequence[Policy]) -> list[tuple[str, ...]]:
+    """The distinct key-path sets the policies join on (record_id excluded); spec id = index + 1."""
+    specs: list[tuple[str, ...]] = []
+    for policy in policies:
+        if not policy.joins_on_record_id and policy.join_on not in specs:
+            specs.append(policy.join_on)
+    return specs
+
+
+def create_policies_table(con: duckdb.DuckDBPyConnection, policies: Sequence[Policy]) -> None:
+    """(Re)create `_hs_policies`: one row per policy plus the default (policy_id 0), values bound."""
+    specs = key_specs(policies)
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE {POLICIES_TABLE} (
+            policy_id INTEGER, service_id VARCHAR, endpoint_id VARCHAR, outcome_type VARCHAR,
+            spec_id INTEGER, key_paths VARCHAR, attribution VARCHAR, "window" INTERVAL,
+            maturity INTERVAL, implicit_value VARCHAR, positive VARCHAR)"""
+    )
+    rows: list[tuple[object, ...]] = [
+        (0, None, None, DEFAULT_OUTCOME_TYPE, 0, "record_id", "last_before", None, None, None, None)
+    ]
+    for i, policy in enumerate(policies, start=1):
+        spec_id = 0 if policy.joins_on_record_id else specs.index(policy.join_on) + 1
+        rows.append(
+            (
+                i,
+                policy.service_id,
+                policy.endpoint_id,
+                policy.outcome_type,
+                spec_id,
+                ",".join(policy.join_on),  # validated paths hold no comma
+                policy.attribution,
+                policy.window,
+                policy.maturity,
+                policy.implicit_value,
+                policy.positive,
+            )
+        )
+    con.executemany(f"INSERT INTO {POLICIES_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def _pointer(path: str) -> str:
+    """`context.a.b` -> the literal '/a/b' (RFC 6901 pointer; validated names hold no '/' or '~')."""
+    return quote_literal("/" + "/".join(path.split(".")[1:]))
+
+
+def _prediction_key(spec: tuple[str, ...]) -> str:
+    parts = [
+        f"json_extract_string(p.{quote_ident(path.split('.')[0])}, {_pointer(path)})" for path in spec
+    ]
+    return f" || {SEPARATOR} || ".join(parts)
+
+
+def _outcome_key(spec: tuple[str, ...]) -> str:
+    # The outcome key is canonical JSON {"context.transaction_id": "tx-1"}: one member per full path.
+    parts = [f"json_extract_string(o.key, {quote_literal('/' + path)})" for path in spec]
+    return f" || {SEPARATOR} || ".join(parts)
+
+
+def _case(specs: list[tuple[str, ...]], render: Callable[[tuple[str, ...]], str], policy: str) -> str:
+    if not specs:
+        return "NULL::VARCHAR"
+    whens = " ".join(f"WHEN {i} THEN {render(spec)}" for i, spec in enumerate(specs, start=1))
+    return f"CASE {policy}.spec_id {whens} END"
+
+
+def _ctes(policies: Sequence[Policy]) -> str:
+    """The shared CTEs (parameter `as_of`): kp, ko, op, cand, won."""
+    specs = key_specs(policies)
+    return f"""
+    kp AS MATERIALIZED (
+        -- keyed predictions: one row per prediction and policy of its endpoint (or the default),
+        -- the join key extracted once per row
+        SELECT p.record_id, p.ts, p.service_id, p.endpoint_id, coalesce(pol.policy_id, 0) AS policy_id,
+               {_case(specs, _prediction_key, 'pol')} AS jkey
+        FROM predictions p
+        LEFT JOIN {POLICIES_TABLE} pol
+               ON pol.service_id = p.service_id AND pol.endpoint_id = p.endpoint_id AND pol.policy_id > 0
+        WHERE p.ts <= as_of
+    ),
+    ko AS (
+        -- outcomes known at as_of
+        SELECT outcome_id, record_id, key, service_id, endpoint_id, outcome_type, value, value_number,
+               occurred_at, received_at, intake_seq,
+               array_to_string(json_keys(key), ',') AS key_paths  -- canonical JSON: paths sorted
+        FROM {OUTCOMES_SOURCE}
+        WHERE received_at <= as_of
+    ),
+    ko_pol AS (
+        -- each known outcome next to every policy, through a one-row list: a hash join on outcome_type
+        -- would chain all outcomes under one or two keys (measured 5x slower at 1M outcomes)
+        SELECT o.*, unnest(all_pol.pols) AS pl
+        FROM ko o, (SELECT list(p ORDER BY p.policy_id) AS pols FROM {POLICIES_TABLE} p) all_pol
+    ),
+    typed AS (
+        -- the pairs whose outcome_type and endpoint agree
+        SELECT * FROM ko_pol
+        WHERE pl.outcome_type = outcome_type
+          AND (service_id IS NULL OR pl.service_id IS NULL OR service_id = pl.service_id)
+          AND (endpoint_id IS NULL OR pl.endpoint_id IS NULL OR endpoint_id = pl.endpoint_id)
+    ),
+    op AS MATERIALIZED (
+        -- each known outcome with every policy it may feed (type, endpoint and target paths agree)
+        SELECT o.* EXCLUDE (pl), pl.policy_id, pl.attribution, pl."window",
+               CASE WHEN o.record_id IS NULL THEN {_case(specs, _outcome_key, "pl")} END AS jkey
+        FROM typed o
+        WHERE o.record_id IS NOT NULL OR (pl.spec_id > 0 AND o.key_paths = pl.key_paths)
+    ),
+    cand AS (
+        -- record_id targets: the prediction with that record_id, whatever the policy's attribution
+        SELECT o.outcome_id, o.value, o.value_number, o.occurred_at, o.received_at, o.intake_seq,
+               k.record_id, k.policy_id
+        FROM op o JOIN kp k ON k.record_id = o.record_id AND k.policy_id = o.policy_id
+        WHERE (o.service_id IS NULL OR o.service_id = k.service_id)
+          AND (o.endpoint_id IS NULL OR o.endpoint_id = k.endpoint_id)
+          AND (o."window" IS NULL OR o.occurred_at - k.ts <= o."window")
+        UNION ALL
+        -- last_before: the last prediction with the key made at or before occurred_at
+        SELECT o.outcome_id, o.value, o.value_number, o.occurred_at, o.received_at, o.intake_seq,
+               k.record_id, k.policy_id
+        FROM (SELECT * FROM op WHERE jkey IS NOT NULL AND attribution = 'last_before') o
+        ASOF JOIN kp k ON k.policy_id = o.policy_id AND k.jkey = o.jkey AND o.occurred_at >= k.ts
+        WHERE o."window" IS NULL OR o.occurred_at - k.ts <= o."window"
+        UNION ALL
+        -- all_within: every prediction with the key inside the window before occurred_at
+        SELECT o.outcome_id, o.value, o.value_number, o.occurred_at, o.received_at, o.intake_seq,
+               k.record_id, k.policy_id
+        FROM (SELECT * FROM op WHERE jkey IS NOT NULL AND attribution = 'all_within') o
+        JOIN kp k ON k.policy_id = o.policy_id AND k.jkey = o.jkey AND k.ts <= o.occurred_at
+         AND (o."window" IS NULL OR k.ts >= o.occurred_at - o."window")
+    ),
+    won AS (
+        -- corrections: of the outcomes attributed to one prediction, the latest wins
+        SELECT * FROM cand
+        QUALIFY row_number() OVER (
+            PARTITION BY record_id, policy_id
+            ORDER BY occurred_at DESC, received_at DESC, intake_seq DESC, outcome_id DESC) = 1
+    )"""
+
+
+def labelled_macro(policies: Sequence[Policy]) -> str:
+    """`labelled_as_of(as_of)`: one row per prediction (ts <= as_of) and policy, labels known at as_of."""
+    return f"""CREATE OR REPLACE TEMP MACRO labelled_as_of(as_of) AS TABLE
+    WITH {_ctes(policies)}
+    SELECT p.record_id, p.ts, p.day, p.service_id, p.endpoint_id, p.generation,
+           p.prediction, p.prediction_value, p.probas,
+           coalesce(pol.outcome_type, '{DEFAULT_OUTCOME_TYPE}') AS outcome_type,
+           CASE WHEN w.outcome_id IS NOT NULL THEN w.value
+                WHEN p.ts + pol.maturity <= as_of THEN pol.implicit_value END AS label,
+           CASE WHEN w.outcome_id IS NOT NULL THEN w.value_number
+                WHEN p.ts + pol.maturity <= as_of THEN TRY_CAST(pol.implicit_value AS DOUBLE) END
+               AS label_value,
+           CASE WHEN w.outcome_id IS NOT NULL THEN 'observed'
+                WHEN pol.implicit_value IS NOT NULL AND p.ts + pol.maturity <= as_of THEN 'implicit'
+                ELSE 'pending' END AS label_state,
+           CASE WHEN w.outcome_id IS NOT NULL THEN w.received_at
+                WHEN pol.implicit_value IS NOT NULL AND p.ts + pol.maturity <= as_of
+                THEN p.ts + pol.maturity END AS labelled_at,
+           labelled_at - p.ts AS label_delay,
+           w.outcome_id, w.occurred_at AS outcome_occurred_at
+    FROM predictions p
+    LEFT JOIN {POLICIES_TABLE} pol
+           ON pol.service_id = p.service_id AND pol.endpoint_id = p.endpoint_id AND pol.policy_id > 0
+    LEFT JOIN won w ON w.record_id = p.record_id AND w.policy_id = coalesce(pol.policy_id, 0)
+    WHERE p.ts <= as_of"""
+
+
+def unmatched_macro(policies: Sequence[Policy]) -> str:
+    """`unmatched_outcomes_as_of(as_of)`: outcomes known at as_of that no prediction took, with a reason."""
+    reasons = list(UNMATCHED_REASONS)
+    return f"""CREATE OR REPLACE TEMP MACRO unmatched_outcomes_as_of(as_of) AS TABLE
+    WITH {_ctes(policies)},
+    um AS (SELECT * FROM ko ANTI JOIN (SELECT DISTINCT outcome_id FROM won) USING (outcome_id)),
+    lost AS (SELECT DISTINCT outcome_id FROM cand),
+    targeted AS (SELECT * FROM op SEMI JOIN um USING (outcome_id)),
+    seen AS (
+        SELECT o.outcome_id, min(k.ts) AS first_ts, bool_or(o.record_id IS NOT NULL) AS by_record
+        FROM targeted o JOIN kp k ON k.record_id = o.record_id AND k.policy_id = o.policy_id
+        WHERE (o.service_id IS NULL OR o.service_id = k.service_id)
+          AND (o.endpoint_id IS NULL OR o.endpoint_id = k.endpoint_id)
+        GROUP BY o.outcome_id
+        UNION ALL
+        SELECT o.outcome_id, min(k.ts), false
+        FROM targeted o JOIN kp k ON k.jkey = o.jkey AND k.policy_id = o.policy_id
+        GROUP BY o.outcome_id
+    ),
+    seen1 AS (SELECT outcome_id, min(first_ts) AS first_ts, bool_or(by_record) AS by_record
+              FROM seen GROUP BY outcome_id)
+    SELECT um.outcome_id, um.record_id, um.key, um.service_id, um.endpoint_id, um.outcome_type,
+           um.value, um.value_number, um.occurred_at, um.received_at,
+           CASE WHEN um.outcome_id IN (SELECT outcome_id FROM lost) THEN {quote_literal(reasons[0])}
+                WHEN um.outcome_id NOT IN (SELECT outcome_id FROM typed) THEN {quote_literal(reasons[1])}
+                WHEN um.outcome_id NOT IN (SELECT outcome_id FROM targeted) THEN {quote_literal(reasons[2])}
+                WHEN s.outcome_id IS NULL THEN {quote_literal(reasons[3])}
+                WHEN NOT s.by_record AND s.first_ts > um.occurred_at THEN {quote_literal(reasons[4])}
+                ELSE {quote_literal(reasons[5])} END AS reason
+    FROM um LEFT JOIN seen1 s USING (outcome_id)"""

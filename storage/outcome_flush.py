@@ -1,0 +1,163 @@
+"""The flusher: moves intake-log outcomes exactly once into the `outcomes` Delta table.
+
+Protocol (each step named for crash tests):
+1. read the committed position `p` of `intake:<uuid>` from the Delta table (the truth after a crash);
+2. `outcomes.flush_trim` delete pending rows below `p` (already in Delta);
+3. read up to `batch_rows` pending rows with seq >= p, in seq order;
+4. `outcomes.flush_before_commit` commit them with position `last_seq + 1` via `commit_sources`,
+   which drops rows below the committed position (a replay after a crash adds nothing);
+5. `outcomes.flush_after_commit` delete the flushed pending rows; outcome_ids stay for idempotency.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from service.errors import CommitConflict, HindsightError
+from storage.commit import SourceBatch, commit_sources, committed_position, open_table
+from storage.crashpoints import crash_point
+from storage.layout import Layout
+from storage.outcome_intake import PENDING_COLUMNS, IntakeLog
+from storage.schemas import OUTCOMES, UTC_TS
+
+log = logging.getLogger("hindsight.flusher")
+
+DEFAULT_BATCH_ROWS = 200_000
+_US_PER_DAY = 86_400_000_000
+
+
+@dataclass
+class FlushReport:
+    """What one flush moved."""
+
+    rows_written: int = 0
+    commits: int = 0
+    position: int = 0
+
+
+def pending_to_arrow(rows: list[tuple[Any, ...]]) -> pa.Table:
+    """Pending intake rows (PENDING_COLUMNS order) as a table of the OUTCOMES schema."""
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in PENDING_COLUMNS]
+    by_name = dict(zip(PENDING_COLUMNS, columns, strict=True))
+    occurred = pa.array(by_name["occurred_at_us"], pa.int64())
+    received = pa.array(by_name["received_at_us"], pa.int64())
+    days = pa.array([us // _US_PER_DAY for us in by_name["received_at_us"]], pa.int32())
+    arrays = {
+        "outcome_id": pa.array(by_name["outcome_id"], pa.string()),
+        "record_id": pa.array(by_name["record_id"], pa.string()),
+        "key": pa.array(by_name["key"], pa.string()),
+        "service_id": pa.array(by_name["service_id"], pa.string()),
+        "endpoint_id": pa.array(by_name["endpoint_id"], pa.string()),
+        "outcome_type": pa.array(by_name["outcome_type"], pa.string()),
+        "value": pa.array(by_name["value"], pa.string()),
+        "value_number": pa.array(by_name["value_number"], pa.float64()),
+        "value_json": pa.array(by_name["value_json"], pa.string()),
+        "occurred_at": occurred.cast(UTC_TS),
+        "received_at": received.cast(UTC_TS),
+        "attributes": pa.array(by_name["attributes"], pa.string()),
+        "key_id": pa.array(by_name["key_id"], pa.string()),
+        "intake_seq": pa.array(by_name["seq"], pa.int64()),
+        "day": days.cast(pa.date32()),
+    }
+    return pa.table(arrays, schema=OUTCOMES)
+
+
+def flush_once(intake: IntakeLog, root: Path, *, batch_rows: int = DEFAULT_BATCH_ROWS) -> FlushReport:
+    """Move every pending outcome of `intake` into the Delta table under `root`, exactly once."""
+    layout = Layout(root)
+    report = FlushReport()
+    position = committed_position(open_table(layout.outcomes), intake.app_id) or 0
+    report.position = position
+    intake.forget_below(position)
+    crash_point("outcomes.flush_trim")
+    while True:
+        rows = intake.pending(position, batch_rows)
+        if not rows:
+            return report
+        end = int(rows[-1][0]) + 1
+        batch = SourceBatch(app_id=intake.app_id, rows=pending_to_arrow(rows), end=end)
+        crash_point("outcomes.flush_before_commit")
+        result = commit_sources(
+            layout.outcomes, layout.lock_file("outcomes"), OUTCOMES, [batch], position_column="intake_seq"
+        )
+        crash_point("outcomes.flush_after_commit")
+        report.rows_written += result.rows_written
+        report.commits += 1 if result.version is not None and result.rows_written else 0
+        position = result.positions.get(intake.app_id, end)
+        report.position = position
+        intake.forget_below(position)
+        if len(rows) < batch_rows:
+            return report
+
+
+class Flusher:
+    """A background thread running `flush_once` every `interval` seconds; a storage failure is fail-stop."""
+
+    def __init__(
+        self,
+        intake: IntakeLog,
+        root: Path,
+        *,
+        interval: float,
+        on_flush: Callable[[FlushReport], None] | None = None,
+    ) -> None:
+        self._intake = intake
+        self._root = root
+        self._interval = interval
+        self._on_flush = on_flush
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hindsight-outcome-flusher", daemon=True)
+        self.last_error: str | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def trigger(self) -> None:
+        """Flush now rather than at the next interval."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop after one last flush."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        conflicts = 0
+        while True:
+            stopping = self._stopping.is_set()
+            try:
+                report = flush_once(self._intake, self._root)
+                conflicts = 0
+                if self._on_flush is not None and report.rows_written:
+                    self._on_flush(report)
+            except CommitConflict as exc:
+                conflicts += 1  # another host committed first: retry at the next tick, up to a point
+                if conflicts >= 5:
+                    self._failed(exc)
+                    return
+            except HindsightError as exc:
+                self._failed(exc)
+                return
+            if stopping:
+                return
+            self._wake.wait(self._interval)
+            self._wake.clear()
+
+    def _failed(self, exc: HindsightError) -> None:
+        self.last_error = exc.message
+        log.error("outcome flusher stopped: %s", exc.message)
+        self._intake.fail(f"flush to Delta failed: {exc.message}")

@@ -1,0 +1,382 @@
+"""The outcome intake log: a SQLite WAL database where outcomes are fsynced before they are acknowledged.
+
+One writer thread owns the write connection. Callers `submit()` outcomes and get a future; the
+writer drains every waiting submission into ONE transaction (group commit: concurrent requests
+share one fsync), checks idempotency inside it, commits with `synchronous=FULL`, and only then
+resolves the futures. Tables:
+
+- `meta(name, value)`: `intake_id`, the uuid that names this log's Delta source (`intake:<uuid>`);
+- `ids(outcome_id, fingerprint)`: every outcome_id ever accepted, kept forever (idempotency holds
+  after a flush and across restarts);
+- `pending(seq, ...)`: outcomes not yet known to be in Delta; `seq` is AUTOINCREMENT, so it is
+  never reused even after rows are deleted (the flusher's exactly-once position depends on it).
+
+A failed commit latches fail-stop: the log refuses every later write with `NotReady` and never
+acknowledges what it could not store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.errors import IdempotencyConflict, NotReady, StorageError
+from storage.crashpoints import crash_point
+from storage.outcome_model import Outcome
+
+log = logging.getLogger("hindsight.intake")
+
+PENDING_COLUMNS = (
+    "seq",
+    "outcome_id",
+    "record_id",
+    "key",
+    "service_id",
+    "endpoint_id",
+    "outcome_type",
+    "value",
+    "value_number",
+    "value_json",
+    "occurred_at_us",
+    "received_at_us",
+    "attributes",
+    "key_id",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ids (
+    outcome_id TEXT PRIMARY KEY,
+    fingerprint BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pending (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    outcome_id TEXT NOT NULL,
+    record_id TEXT,
+    key TEXT,
+    service_id TEXT,
+    endpoint_id TEXT,
+    outcome_type TEXT NOT NULL,
+    value TEXT,
+    value_number REAL,
+    value_json TEXT NOT NULL,
+    occurred_at_us INTEGER NOT NULL,
+    received_at_us INTEGER NOT NULL,
+    attributes TEXT,
+    key_id TEXT
+);
+"""
+
+_INSERT_PENDING = (
+    "INSERT INTO pending (outcome_id, record_id, key, service_id, endpoint_id, outcome_type, value, "
+    "value_number, value_json, occurred_at_us, received_at_us, attributes, key_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_LOOKUP_CHUNK = 500  # bound parameters per IN (...) lookup, well under SQLITE_MAX_VARIABLE_NUMBER
+BUSY_TIMEOUT_S = 30.0
+
+
+def now_us() -> int:
+    """The current time in microseconds since the epoch (UTC)."""
+    return time.time_ns() // 1000
+
+
+def connect_sqlite(path: Path, *, timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+    """A connection in WAL mode with synchronous=FULL (a commit returns only after the WAL is fsynced)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        con.execute("PRAGMA journal_mode=WAL")
+        # FULL: the WAL is fsynced at every commit (https://sqlite.org/pragma.html#pragma_synchronous).
+        con.execute("PRAGMA synchronous=FULL")
+    except (sqlite3.Error, OSError) as exc:
+        raise StorageError(f"cannot open SQLite database {path}: {exc}") from exc
+    return con
+
+
+@dataclass
+class _Submission:
+    outcomes: Sequence[Outcome]
+    key_id: str | None
+    future: Future[list[str]] = field(default_factory=Future)
+
+
+@dataclass(frozen=True)
+class AppendReport:
+    """Statuses of one submission, in order ("created" or "duplicate"), and when it was received."""
+
+    statuses: list[str]
+    received_at_us: int
+
+
+class IntakeLog:
+    """The durable intake of outcomes: group-committed appends, idempotency, reads for the flusher."""
+
+    def __init__(self, path: Path, *, group_commit_ms: float = 2.0) -> None:
+        self.path = path
+        self._linger = group_commit_ms / 1000.0
+        self._queue: queue.Queue[_Submission | None] = queue.Queue()
+        self._failure: str | None = None
+        self.commits = 0  # transactions committed (one per group): observable group commit
+        self._write = connect_sqlite(path)
+        try:
+            self._write.executescript(_SCHEMA)
+            self.intake_id = self._ensure_intake_id()
+        except sqlite3.Error as exc:
+            self._write.close()
+            raise StorageError(f"cannot initialise intake log {path}: {exc}") from exc
+        self._read_lock = threading.Lock()
+        self._read = connect_sqlite(path)
+        self._thread = threading.Thread(target=self._run, name="hindsight-intake-writer", daemon=True)
+        self._thread.start()
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def app_id(self) -> str:
+        """The Delta application id of this log (`intake:<uuid>`)."""
+        return f"intake:{self.intake_id}"
+
+    @property
+    def failure(self) -> str | None:
+        """Why the log stopped accepting writes (fail-stop), or None while healthy."""
+        return self._failure
+
+    @property
+    def writer_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def fail(self, reason: str) -> None:
+        """Latch fail-stop (also called by the flusher when a Delta commit fails)."""
+        if self._failure is None:
+            self._failure = reason
+            log.error("intake log stops accepting writes: %s", reason)
+
+    def submit(self, outcomes: Sequence[Outcome], key_id: str | None) -> Future[list[str]]:
+        """Queue outcomes for the next group commit; the future resolves after the fsync."""
+        if self._failure is not None:
+            raise NotReady(f"outcome intake stopped accepting writes: {self._failure}")
+        submission = _Submission(outcomes, key_id)
+        self._queue.put(submission)
+        return submission.future
+
+    def append(self, outcomes: Sequence[Outcome], key_id: str | None) -> list[str]:
+        """Store outcomes durably and return their statuses (blocking form of `submit`)."""
+        return self.submit(outcomes, key_id).result()
+
+    def close(self) -> None:
+        """Finish queued writes, stop the writer and close the connections."""
+        self._queue.put(None)
+        self._thread.join()
+        self._write.close()
+        self._read.close()
+
+    # -- reads (flusher, read-your-writes) -----------------------------------------------------
+
+    def pending(self, from_seq: int, limit: int) -> list[tuple[Any, ...]]:
+        """Up to `limit` pending rows with seq >= from_seq, in seq order (columns: PENDING_COLUMNS)."""
+        sql = f"SELECT {', '.join(PENDING_COLUMNS)} FROM pending WHERE seq >= ? ORDER BY seq LIMIT ?"
+        return self._query(sql, (from_seq, limit))
+
+    def pending_matching(self, *, record_id: str | None, keys: Sequence[str]) -> list[tuple[Any, ...]]:
+        """Pending rows for a record_id or one of the canonical keys (for read-your-writes)."""
+        cols = ", ".join(PENDING_COLUMNS)
+        if record_id is not None:
+            return self._query(f"SELECT {cols} FROM pending WHERE record_id = ? ORDER BY seq", (record_id,))
+        marks = ", ".join("?" for _ in keys)
+        return self._query(f"SELECT {cols} FROM pending WHERE key IN ({marks}) ORDER BY seq", tuple(keys))
+
+    def forget_below(self, seq: int) -> int:
+        """Delete pending rows below `seq` (they are in Delta); outcome_ids stay for idempotency."""
+        with self._read_lock:
+            try:
+                cursor = self._read.execute("DELETE FROM pending WHERE seq < ?", (seq,))
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot trim intake log {self.path}: {exc}") from exc
+            return cursor.rowcount
+
+    def count_pending(self) -> int:
+        rows = self._query("SELECT count(*) FROM pending", ())
+        return int(rows[0][0])
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._read_lock:
+            try:
+                return self._read.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot read intake log {self.path}: {exc}") from exc
+
+    # -- the writer thread -----------------------------------------------------------------------
+
+    def _ensure_intake_id(self) -> str:
+        self._write.execute("BEGIN IMMEDIATE")
+        row = self._write.execute("SELECT value FROM meta WHERE name = 'intake_id'").fetchone()
+        if row is None:
+            value = str(uuid.uuid4())
+            self._write.execute("INSERT INTO meta (name, value) VALUES ('intake_id', ?)", (value,))
+        else:
+            value = str(row[0])
+        self._write.execute("COMMIT")
+        return value
+
+    def _gather(self, first: _Submission) -> tuple[list[_Submission], bool]:
+        group = [first]
+        stop = False
+        deadline = time.monotonic() + self._linger
+        while True:
+            try:
+                remaining = deadline - time.monotonic()
+                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                return group, stop
+            if item is None:
+                return group, True
+            group.append(item)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                return
+            group, stop = self._gather(first)
+            if self._failure is not None:
+                for sub in group:
+                    sub.future.set_exception(
+                        NotReady(f"outcome intake stopped accepting writes: {self._failure}")
+                    )
+                continue
+            try:
+                outcomes = self._commit_group(group)
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    self._abort(group, NotReady(f"intake log busy, try again: {exc}"), latch=False)
+                else:
+                    self._abort(group, exc, latch=True)
+                continue
+            except Exception as exc:  # sqlite3.Error, OSError, or a bug: never acknowledge, never hang
+                self._abort(group, exc, latch=True)
+                continue
+            crash_point("outcomes.intake_fsynced")
+            for sub, result in zip(group, outcomes, strict=True):
+                if isinstance(result, BaseException):
+                    sub.future.set_exception(result)
+                else:
+                    sub.future.set_result(result)
+
+    def _abort(self, group: list[_Submission], exc: BaseException, *, latch: bool) -> None:
+        try:
+            if self._write.in_transaction:
+                self._write.execute("ROLLBACK")
+        except sqlite3.Error:
+            latch = True
+        if latch:
+            self.fail(f"intake commit failed: {exc}")
+            error: BaseException = NotReady(f"outcomes were not stored, the intake log failed: {exc}")
+        else:
+            error = exc
+        for sub in group:
+            sub.future.set_exception(error)
+
+    def _commit_group(self, group: list[_Submission]) -> list[list[str] | BaseException]:
+        con = self._write
+        con.execute("BEGIN IMMEDIATE")
+        received = now_us()
+        known = self._known_fingerprints(group)
+        results: list[list[str] | BaseException] = []
+        rows: list[tuple[Any, ...]] = []
+        id_rows: list[tuple[str, bytes]] = []
+        for sub in group:
+            result = _statuses(sub.outcomes, known)
+            results.append(result)
+            if isinstance(result, BaseException):
+                continue
+            for outcome, status in zip(sub.outcomes, result, strict=True):
+                if status != "created":
+                    continue
+                known[outcome.outcome_id] = outcome.fingerprint
+                id_rows.append((outcome.outcome_id, outcome.fingerprint))
+                rows.append(_pending_row(outcome, received, sub.key_id))
+        if rows:
+            con.executemany("INSERT INTO ids (outcome_id, fingerprint) VALUES (?, ?)", id_rows)
+            con.executemany(_INSERT_PENDING, rows)
+        crash_point("outcomes.intake_before_commit")
+        con.execute("COMMIT")  # synchronous=FULL: returns after the WAL fsync
+        self.commits += 1
+        return results
+
+    def _known_fingerprints(self, group: list[_Submission]) -> dict[str, bytes]:
+        wanted = list({o.outcome_id for sub in group for o in sub.outcomes})
+        known: dict[str, bytes] = {}
+        for start in range(0, len(wanted), _LOOKUP_CHUNK):
+            chunk = wanted[start : start + _LOOKUP_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            sql = f"SELECT outcome_id, fingerprint FROM ids WHERE outcome_id IN ({marks})"
+            known.update(self._write.execute(sql, chunk).fetchall())
+        return known
+
+
+def _statuses(outcomes: Sequence[Outcome], known: dict[str, bytes]) -> list[str] | BaseException:
+    """created/duplicate per outcome, or an IdempotencyConflict for the whole submission."""
+    statuses: list[str] = []
+    seen: dict[str, bytes] = {}
+    conflicts: list[dict[str, Any]] = []
+    for index, outcome in enumerate(outcomes):
+        previous = seen.get(outcome.outcome_id, known.get(outcome.outcome_id))
+        if previous is None:
+            statuses.append("created")
+            seen[outcome.outcome_id] = outcome.fingerprint
+        elif previous == outcome.fingerprint:
+            statuses.append("duplicate")
+        else:
+            conflicts.append({"index": index, "outcome_id": outcome.outcome_id})
+    if conflicts:
+        return IdempotencyConflict(
+            f"{len(conflicts)} outcome_id(s) already stored with a different body; nothing was stored",
+            details=conflicts,
+        )
+    return statuses
+
+
+def _pending_row(outcome: Outcome, received_us: int, key_id: str | None) -> tuple[Any, ...]:
+    return (
+        outcome.outcome_id,
+        outcome.record_id,
+        outcome.key,
+        outcome.service_id,
+        outcome.endpoint_id,
+        outcome.outcome_type,
+        outcome.value,
+        outcome.value_number,
+        outcome.value_json,
+        outcome.occurred_or(received_us),
+        received_us,
+        outcome.attributes,
+        key_id,
+    )
+
+
+def utc_from_us(value: int) -> dt.datetime:
+    """A UTC datetime from microseconds since the epoch."""
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=value)
+
+
+@contextmanager
+def open_intake(path: Path, *, group_commit_ms: float = 2.0) -> Iterator[IntakeLog]:
+    """An intake log that is closed (queued writes finished) on exit."""
+    intake = IntakeLog(path, group_commit_ms=group_commit_ms)
+    try:
+        yield intake
+    finally:
+        intake.close()

@@ -1,0 +1,148 @@
+"""Reads for the API: outcomes of a target and a prediction with its outcomes, including unflushed ones."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+
+from service.errors import NotFound, QueryError
+from storage.layout import Layout
+from storage.outcome_intake import PENDING_COLUMNS, IntakeLog, utc_from_us
+from storage.outcome_model import canonical_key
+from storage.views import VIEWS
+
+_JSON_TEXT_COLUMNS = ("features", "context", "timing", "extra")
+_OUTCOME_COLUMNS = (
+    "outcome_id, record_id, key, service_id, endpoint_id, outcome_type, value_json, occurred_at, "
+    "received_at, attributes, key_id, intake_seq"
+)
+
+
+def key_candidates(pairs: dict[str, str]) -> list[str]:
+    """Canonical keys a query-string key may mean: each text value also as a JSON number or boolean.
+
+    A query string carries only text, while a key may have been posted with `"context.n": 42`;
+    trying both forms (at most 2^n for n paths) finds it either way.
+    """
+    options: list[list[Any]] = []
+    for value in pairs.values():
+        forms: list[Any] = [value]
+        try:
+            parsed = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, bool | int | float):
+            forms.append(parsed)
+        options.append(forms)
+    names = list(pairs)
+    return [canonical_key(dict(zip(names, combo, strict=True))) for combo in itertools.product(*options)]
+
+
+def _connect(root: Path, names: Sequence[str]) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(":memory:")
+    con.execute("SET TimeZone = 'UTC'")
+    layout = Layout(root)
+    for spec in VIEWS:
+        if spec.name in names:
+            spec.create(con, layout)
+    return con
+
+
+def _records(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    names = [d[0] for d in cursor.description or []]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _outcome_view(row: dict[str, Any], *, flushed: bool) -> dict[str, Any]:
+    return {
+        "outcome_id": row["outcome_id"],
+        "record_id": row["record_id"],
+        "key": None if row["key"] is None else orjson.loads(row["key"]),
+        "service_id": row["service_id"],
+        "endpoint_id": row["endpoint_id"],
+        "outcome_type": row["outcome_type"],
+        "value": orjson.loads(row["value_json"]),
+        "occurred_at": row["occurred_at"],
+        "received_at": row["received_at"],
+        "attributes": None if row["attributes"] is None else orjson.loads(row["attributes"]),
+        "key_id": row["key_id"],
+        "flushed": flushed,
+    }
+
+
+def _pending_view(raw: tuple[Any, ...]) -> dict[str, Any]:
+    row = dict(zip(PENDING_COLUMNS, raw, strict=True))
+    row["occurred_at"] = utc_from_us(row["occurred_at_us"])
+    row["received_at"] = utc_from_us(row["received_at_us"])
+    return _outcome_view(row, flushed=False)
+
+
+def _sort_key(item: dict[str, Any]) -> tuple[dt.datetime, dt.datetime, str]:
+    return (item["occurred_at"], item["received_at"], item["outcome_id"])
+
+
+def find_outcomes(
+    root: Path, intake: IntakeLog | None, *, record_id: str | None = None, keys: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """Every outcome event of a record_id, or of any of the canonical `keys`, oldest first.
+
+    Events still in the intake log (acknowledged, not yet flushed) are included: read-your-writes.
+    """
+    if (record_id is None) == (not keys):
+        raise QueryError("give either record_id or key.<path> parameters")
+    try:
+        con = _connect(root, ("outcomes",))
+        try:
+            if record_id is not None:
+                cur = con.execute(f"SELECT {_OUTCOME_COLUMNS} FROM outcomes WHERE record_id = ?", [record_id])
+            else:
+                marks = ", ".join("?" for _ in keys)
+                cur = con.execute(
+                    f"SELECT {_OUTCOME_COLUMNS} FROM outcomes WHERE key IN ({marks})", list(keys)
+                )
+            found = [_outcome_view(r, flushed=True) for r in _records(cur)]
+        finally:
+            con.close()
+    except duckdb.Error as exc:
+        raise QueryError(f"cannot read outcomes: {exc}") from exc
+    if intake is not None:
+        seen = {item["outcome_id"] for item in found}
+        pending = intake.pending_matching(record_id=record_id, keys=keys)
+        found.extend(item for item in map(_pending_view, pending) if item["outcome_id"] not in seen)
+    return sorted(found, key=_sort_key)
+
+
+def _decode_json_text(row: dict[str, Any]) -> dict[str, Any]:
+    for name in _JSON_TEXT_COLUMNS:
+        text = row.get(name)
+        if isinstance(text, str):
+            try:
+                row[name] = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                pass  # not JSON: keep the text as logged
+    return row
+
+
+def prediction_with_outcomes(root: Path, intake: IntakeLog | None, record_id: str) -> dict[str, Any]:
+    """The prediction of `record_id` (from the `predictions` view) and its outcomes; NotFound if none."""
+    try:
+        con = _connect(root, ("predictions",))
+        try:
+            cur = con.execute(
+                "SELECT * FROM predictions WHERE record_id = ? ORDER BY ts LIMIT 1", [record_id]
+            )
+            rows = _records(cur)
+        finally:
+            con.close()
+    except duckdb.Error as exc:
+        raise QueryError(f"cannot read predictions: {exc}") from exc
+    if not rows:
+        raise NotFound(f"no prediction with record_id {record_id!r}", details={"record_id": record_id})
+    prediction = _decode_json_text(rows[0])
+    return {"prediction": prediction, "outcomes": find_outcomes(root, intake, record_id=record_id)}

@@ -1,0 +1,162 @@
+"""Outcome join policies: how the outcomes of one endpoint become labels, validated from hindsight.toml."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.errors import ConfigError
+from storage.layout import Layout
+
+ATTRIBUTIONS = ("last_before", "all_within")
+DEFAULT_OUTCOME_TYPE = "label"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# A join path: record_id, or context./features. followed by dotted names; the characters are limited so
+# that a path can be turned into a JSON pointer and an SQL literal without any escaping ambiguity.
+_PATH = re.compile(r"^(context|features)(\.[A-Za-z0-9_][A-Za-z0-9_\-]*)+$")
+_FIELDS = {
+    "service_id",
+    "endpoint_id",
+    "outcome_type",
+    "join_on",
+    "attribution",
+    "window",
+    "positive",
+    "maturity",
+    "implicit_value",
+}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How outcomes of `outcome_type` become labels of the predictions of one endpoint."""
+
+    service_id: str
+    endpoint_id: str
+    outcome_type: str = DEFAULT_OUTCOME_TYPE
+    join_on: tuple[str, ...] = ("record_id",)
+    attribution: str = "last_before"
+    window: dt.timedelta | None = None
+    positive: str | None = None
+    maturity: dt.timedelta | None = None
+    implicit_value: str | None = None
+
+    @property
+    def joins_on_record_id(self) -> bool:
+        """True when predictions are matched by record_id only (attribution then plays no part)."""
+        return self.join_on == ("record_id",)
+
+
+def parse_duration(text: str, *, field: str) -> dt.timedelta:
+    """A duration such as `90d`, `12h`, `30m`, `45s` or `2w` (one number, one unit)."""
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ConfigError(
+            f"policy field {field}={text!r} is not a duration: write a number and a unit s, m, h, d or w (e.g. 90d)"
+        )
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ConfigError(f"policy field {field}={text!r} must be longer than zero")
+    return dt.timedelta(seconds=seconds)
+
+
+def _text(raw: Mapping[str, Any], field: str, where: str, *, required: bool = False) -> str | None:
+    value = raw.get(field)
+    if value is None:
+        if required:
+            raise ConfigError(f"{where}: {field} is required")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: {field} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _join_on(raw: Any, where: str) -> tuple[str, ...]:
+    paths = [raw] if isinstance(raw, str) else raw
+    if not isinstance(paths, list | tuple) or not paths or not all(isinstance(p, str) for p in paths):
+        raise ConfigError(f"{where}: join_on must be a path or a non-empty list of paths, got {raw!r}")
+    for path in paths:
+        if path != "record_id" and not _PATH.match(path):
+            raise ConfigError(
+                f"{where}: join_on path {path!r} is not valid: use record_id, context.<name> or "
+                "features.<name> (names of letters, digits, _ and -, dotted for nested objects)"
+            )
+    if "record_id" in paths and len(paths) > 1:
+        raise ConfigError(f"{where}: record_id identifies one prediction; do not combine it with other paths")
+    if len(set(paths)) != len(paths):
+        raise ConfigError(f"{where}: join_on lists a path twice: {paths}")
+    return tuple(sorted(paths))
+
+
+def policy_from_mapping(raw: Mapping[str, Any], *, where: str = "policy") -> Policy:
+    """Validate one `[[policies]]` table (or the settings' dict form of it) into a Policy."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a table, got {raw!r}")
+    unknown = sorted(set(raw) - _FIELDS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_FIELDS))}")
+    service_id = _text(raw, "service_id", where, required=True)
+    endpoint_id = _text(raw, "endpoint_id", where, required=True)
+    assert service_id is not None and endpoint_id is not None
+    where = f"{where} ({service_id}/{endpoint_id})"
+    attribution = raw.get("attribution") or "last_before"
+    if attribution not in ATTRIBUTIONS:
+        raise ConfigError(f"{where}: attribution must be one of {', '.join(ATTRIBUTIONS)}, got {attribution!r}")
+    window_text = _text(raw, "window", where)
+    maturity_text = _text(raw, "maturity", where)
+    implicit_value = _text(raw, "implicit_value", where)
+    if implicit_value is not None and maturity_text is None:
+        raise ConfigError(f"{where}: implicit_value needs a maturity (after how long it applies)")
+    return Policy(
+        service_id=service_id,
+        endpoint_id=endpoint_id,
+        outcome_type=_text(raw, "outcome_type", where) or DEFAULT_OUTCOME_TYPE,
+        join_on=_join_on(raw.get("join_on", "record_id"), where),
+        attribution=attribution,
+        window=None if window_text is None else parse_duration(window_text, field="window"),
+        positive=_text(raw, "positive", where),
+        maturity=None if maturity_text is None else parse_duration(maturity_text, field="maturity"),
+        implicit_value=implicit_value,
+    )
+
+
+def policies_from_config(items: Sequence[Mapping[str, Any]]) -> list[Policy]:
+    """Validate a list of policy tables (from the TOML file or `Settings.policies` dumped to dicts)."""
+    policies = [
+        policy_from_mapping({k: v for k, v in item.items() if v is not None}, where=f"policies[{i}]")
+        for i, item in enumerate(items)
+    ]
+    seen: set[tuple[str, str, str]] = set()
+    for policy in policies:
+        ident = (policy.service_id, policy.endpoint_id, policy.outcome_type)
+        if ident in seen:
+            raise ConfigError(
+                f"two policies for {policy.service_id}/{policy.endpoint_id} and outcome_type "
+                f"{policy.outcome_type!r}: keep one"
+            )
+        seen.add(ident)
+    return policies
+
+
+def load_policies(root: Path | str) -> list[Policy]:
+    """The `[[policies]]` declared in `<root>/hindsight.toml` (none when the file does not exist)."""
+    path = Layout(Path(root)).config_file
+    try:
+        with path.open("rb") as fh:
+            document = tomllib.load(fh)
+    except FileNotFoundError:
+        return []
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    items = document.get("policies", [])
+    if not isinstance(items, list):
+        raise ConfigError(f"{path}: policies must be an array of tables ([[policies]])")
+    return policies_from_config(items)

@@ -1,0 +1,79 @@
+"""The auth matrix: no key, wrong key, revoked key, and each scope against each endpoint, Bearer and Basic."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+
+from tests.api.conftest import Server, make_key
+
+SCOPES = ("outcomes:write", "read", "admin")
+# (method, path, json body, the scope it needs, the status a key with that scope gets)
+ENDPOINTS = [
+    ("POST", "/v1/outcomes", {"record_id": "r", "value": 1}, "outcomes:write", 200),
+    ("GET", "/v1/outcomes?record_id=r", None, "read", 200),
+    ("GET", "/v1/predictions/r", None, "read", 404),
+    ("GET", "/readyz", None, "read", 200),
+    ("GET", "/v1/admin/keys", None, "admin", 200),
+    ("POST", "/v1/admin/keys", {"name": "n", "scopes": ["read"]}, "admin", 201),
+    ("DELETE", "/v1/admin/keys/000000000000", None, "admin", 404),
+]
+
+
+def basic(token: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{token}:".encode()).decode()}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("auth") / "root"
+    tokens = {scope: make_key(root, scope, name=scope) for scope in SCOPES}
+    revoked = make_key(root, *SCOPES, name="revoked")
+    srv = Server(root)
+    srv.start()
+    admin = bearer(tokens["admin"])
+    revoked_id = revoked.split("_")[1]
+    assert httpx.delete(f"{srv.url}/v1/admin/keys/{revoked_id}", headers=admin).status_code == 200
+    yield srv, tokens, revoked
+    srv.stop()
+
+
+def _call(srv: Server, method: str, path: str, body: object, headers: dict[str, str]) -> httpx.Response:
+    return httpx.request(method, srv.url + path, json=body, headers=headers, timeout=10)
+
+
+@pytest.mark.parametrize("auth", [bearer, basic], ids=["bearer", "basic"])
+@pytest.mark.parametrize(
+    ("method", "path", "body", "needed", "ok"), ENDPOINTS, ids=[f"{e[0]} {e[1]}" for e in ENDPOINTS]
+)
+def test_each_scope_against_each_endpoint(world, auth, method, path, body, needed, ok) -> None:  # type: ignore[no-untyped-def]
+    srv, tokens, revoked = world
+    for scope, token in tokens.items():
+        response = _call(srv, method, path, body, auth(token))
+        expected = ok if scope == needed else 403
+        assert response.status_code == expected, (scope, response.text)
+        if expected == 403:
+            assert response.json()["error"]["type"] == "Forbidden"
+    for bad in (revoked, tokens[needed] + "x", "hsk_000000000000_nope", "not-a-key"):
+        response = _call(srv, method, path, body, auth(bad))
+        assert response.status_code == 401, response.text
+        assert response.json()["error"]["type"] == "AuthError"
+        assert "WWW-Authenticate" in response.headers
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "needed", "ok"), ENDPOINTS, ids=[f"{e[0]} {e[1]}" for e in ENDPOINTS]
+)
+def test_no_key_is_401_and_healthz_needs_none(world, method, path, body, needed, ok) -> None:  # type: ignore[no-untyped-def]
+    srv, _tokens, _revoked = world
+    for headers in ({}, {"Authorization": "Basic !!!"}, {"Authorization": "Token abc"}):
+        response = _call(srv, method, path, body, headers)
+        assert response.status_code == 401
+        assert response.json()["error"]["type"] == "AuthError"
+    assert httpx.get(srv.url + "/healthz").json() == {"status": "ok"}

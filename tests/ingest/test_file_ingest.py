@@ -1,0 +1,307 @@
+"""Tests of file ingestion on real files and real Delta tables: exactly once across renames, gzip,
+moves, reruns, truncation and partial lines; losses reported; ordering and batching."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+
+from ingest.file_ingest import FileIngestor, IngestSummary
+from service.errors import SourceError, StorageError
+from storage.layout import Layout
+from tests.ingest.file_logs import expected, ids_in, qline, quarantine_rows
+from tests.ingest.lines import DEFAULT_TS, make_query_line
+
+
+def _ingest(root: Path, *paths: Path, **options: int) -> IngestSummary:
+    return FileIngestor(root, **options).run(list(paths))  # type: ignore[arg-type]
+
+
+def _write(path: Path, numbers: range | list[int], *, mode: str = "ab") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open(mode) as fh:
+        for i in numbers:
+            fh.write(qline(i))
+
+
+def test_a_second_run_on_the_same_files_adds_nothing(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    _write(logs / "queries.log", range(5))
+    first = _ingest(root, logs)
+    second = _ingest(root, logs)
+    assert ids_in(root) == expected(range(5))
+    assert (first.records, first.days, first.files_read) == (5, {DEFAULT_TS.date()}, 1)
+    assert (second.records, second.lines, second.commits, second.bytes_read) == (0, 0, 0, 0)
+
+
+def test_appended_lines_are_read_from_the_committed_position(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    _write(logs / "queries.log", range(3))
+    _ingest(root, logs)
+    _write(logs / "queries.log", range(3, 7))
+    summary = _ingest(root, logs)
+    assert (summary.records, summary.lines) == (4, 4)
+    assert ids_in(root) == expected(range(7))
+
+
+def test_rotation_by_rename_neither_duplicates_nor_skips(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    _write(live, range(3))
+    _ingest(root, logs)
+    _write(live, range(3, 5))  # written after the last run, before the rotation
+    live.rename(logs / "queries.log.1")
+    _write(live, range(5, 8))
+    summary = _ingest(root, logs)
+    assert ids_in(root) == expected(range(8))
+    assert (summary.records, summary.lost_bytes) == (5, 0)
+
+
+def test_gzipping_a_rotated_file_keeps_its_position(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    _write(live, range(4))
+    _ingest(root, logs)
+    _write(live, range(4, 6))
+    rotated = logs / "queries.log.1"
+    live.rename(rotated)
+    (logs / "queries.log.1.gz").write_bytes(gzip.compress(rotated.read_bytes()))
+    rotated.unlink()
+    _write(live, range(6, 9))
+    _ingest(root, logs)
+    assert ids_in(root) == expected(range(9))
+    again = _ingest(root, logs)
+    assert (again.records, again.bytes_read) == (0, 0)
+
+
+def test_a_plain_and_a_gzipped_copy_of_one_file_are_read_once(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    _write(logs / "queries.log.1", range(4))
+    (logs / "queries.log.1.gz").write_bytes(gzip.compress((logs / "queries.log.1").read_bytes()))
+    summary = _ingest(root, logs)
+    assert ids_in(root) == expected(range(4))
+    assert summary.files == 2 and summary.files_read == 1
+
+
+def test_a_moved_folder_is_recognised_by_content(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    old = tmp_path / "old" / "logs"
+    _write(old / "queries.log", range(3))
+    _write(old / "queries.log.1", range(100, 103))
+    _ingest(root, old)
+    new = tmp_path / "new" / "logs"
+    shutil.move(str(old), str(new))
+    _write(new / "queries.log", range(3, 5))
+    summary = _ingest(root, new)
+    assert summary.records == 2 and summary.lost_bytes == 0
+    assert ids_in(root) == expected([*range(5), *range(100, 103)])
+
+
+def test_a_partial_last_line_waits_until_it_is_complete(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    _write(live, range(2))
+    text = qline(2)
+    with live.open("ab") as fh:
+        fh.write(text[:40])
+    assert _ingest(root, logs).records == 2
+    with live.open("ab") as fh:
+        fh.write(text[40:])
+    assert _ingest(root, logs).records == 1
+    assert ids_in(root) == expected(range(3))
+    assert quarantine_rows(root) == []
+
+
+def test_the_unterminated_last_line_of_a_rotated_file_is_complete(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    rotated = logs / "queries.log.1"
+    _write(rotated, range(2))
+    with rotated.open("ab") as fh:
+        fh.write(qline(2).rstrip(b"\n"))
+    _ingest(root, logs)
+    assert ids_in(root) == expected(range(3))
+
+
+def test_a_file_without_a_complete_first_line_is_left_for_later(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    live.parent.mkdir()
+    live.write_bytes(qline(0)[:30])
+    summary = _ingest(root, logs)
+    assert (summary.files, summary.files_waiting, summary.records) == (1, 1, 0)
+    live.write_bytes(qline(0) + qline(1))
+    assert _ingest(root, logs).records == 2
+
+
+def test_copytruncate_loses_nothing_when_the_copy_has_every_byte(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    _write(live, range(3))
+    _ingest(root, logs)
+    _write(live, range(3, 5))
+    shutil.copyfile(live, logs / "queries.log.1")
+    with live.open("r+b") as fh:
+        fh.truncate(0)
+    _write(live, range(5, 7))
+    summary = _ingest(root, logs)
+    assert ids_in(root) == expected(range(7))
+    assert (summary.lost_bytes, summary.truncations, summary.warnings) == (0, 1, [])
+
+
+def test_truncation_reports_the_bytes_seen_but_never_read(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    _write(live, range(3))
+    partial = qline(3)[:50]
+    with live.open("ab") as fh:
+        fh.write(partial)  # seen by this run, not readable yet
+    _ingest(root, logs)
+    with live.open("r+b") as fh:
+        fh.truncate(0)
+    _write(live, range(10, 12))
+    summary = _ingest(root, logs)
+    assert ids_in(root) == expected([0, 1, 2, 10, 11])
+    assert (summary.lost_bytes, summary.truncations) == (50, 1)
+    assert summary.warnings == [f"{live} was truncated with 50 bytes never read (they are lost)"]
+
+
+def test_truncation_in_place_below_the_position_is_reported(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    _write(live, range(4))
+    _ingest(root, logs)
+    size = live.stat().st_size
+    keep = len(qline(0))
+    with live.open("r+b") as fh:
+        fh.truncate(keep)  # the first line (the identity) survives
+    summary = _ingest(root, logs)
+    assert summary.lost_bytes == size - keep and summary.truncations == 1
+    assert "truncated in place" in summary.warnings[0]
+    assert ids_in(root) == expected(range(4))
+
+
+def test_a_file_deleted_before_it_was_read_to_its_end_is_reported(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    _write(live, range(2))
+    with live.open("ab") as fh:
+        fh.write(b'{"half a line')
+    _ingest(root, logs)
+    live.unlink()
+    summary = _ingest(root, logs)
+    assert (summary.lost_bytes, summary.truncations) == (13, 0)
+    assert summary.warnings == [f"{live} disappeared with 13 bytes never read (they are lost)"]
+    assert _ingest(root, logs).lost_bytes == 0  # reported once
+
+
+def test_an_over_long_line_is_quarantined_and_its_neighbours_kept(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    long_line = make_query_line("A", context={"transaction_id": "T-big", "pad": "p" * 5000}, newline="\n")
+    _write(logs / "queries.log", [0])
+    with (logs / "queries.log").open("ab") as fh:
+        fh.write(long_line)
+    _write(logs / "queries.log", [1])
+    summary = _ingest(root, logs, max_line_bytes=2000)
+    assert ids_in(root) == expected(range(2))
+    rows = quarantine_rows(root)
+    assert len(rows) == 1 and rows[0][0] == "queries.log" and rows[0][1] == len(qline(0))
+    assert rows[0][3] == len(long_line)
+    assert summary.quarantined == 1
+
+
+def test_bad_lines_are_quarantined_once_even_when_read_again(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    _write(live, [0])
+    with live.open("ab") as fh:
+        fh.write(b"this is not json\n")
+    _write(live, [1])
+    _ingest(root, logs)
+    live.rename(logs / "queries.log.1")
+    _ingest(root, logs)
+    assert ids_in(root) == expected(range(2))
+    assert [r[:2] for r in quarantine_rows(root)] == [("queries.log", len(qline(0)))]
+
+
+def test_tmp_files_are_ignored(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    _write(logs / "queries.log", [0])
+    _write(logs / "queries.log.tmp", [1])
+    _write(logs / "queries.log.1.tmp", [2])
+    summary = _ingest(root, logs)
+    assert ids_in(root) == expected([0]) and summary.files == 1
+
+
+def test_rotated_files_are_committed_oldest_first(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    _write(logs / "queries.log", range(20, 22))
+    _write(logs / "queries.log.1", range(10, 12))
+    _write(logs / "queries.log.2", range(0, 2))
+    _ingest(root, logs, batch_bytes=1)  # one commit per file
+    table = DeltaTable(str(Layout(root).predictions))
+    seen: list[str] = []
+    for version in range(table.version() + 1):
+        table.load_as_version(version)
+        names = {
+            Path(s).name for s in table.to_pyarrow_table(columns=["source"]).column("source").to_pylist()
+        }
+        seen += sorted(names - set(seen))
+    assert seen == ["queries.log.2", "queries.log.1", "queries.log"]
+
+
+def test_small_files_share_one_commit_and_positions_move_without_rows(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    _write(logs / "a" / "queries.log", range(3))
+    _write(logs / "b" / "queries.log", range(3, 6))
+    other = logs / "audit" / "audit.log"
+    other.parent.mkdir()
+    other.write_bytes(b'{"severity":"INFO","logger":"dku.audit.generic","topic":"generic","message":{}}\n')
+    summary = _ingest(root, logs)
+    assert (summary.commits, summary.records, summary.skipped, summary.files_read) == (1, 6, 1, 3)
+    again = _ingest(root, logs)
+    assert (again.lines, again.commits) == (0, 0)
+
+
+def test_the_catalog_is_only_a_hint(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    _write(logs / "queries.log", range(3))
+    _ingest(root, logs)
+    catalog = Layout(root).state / "files.json"
+    assert json.loads(catalog.read_text())["version"] == 1
+    catalog.write_text("{ not json")
+    _write(logs / "queries.log", range(3, 4))
+    assert _ingest(root, logs).records == 1
+    catalog.unlink()
+    assert _ingest(root, logs).records == 0
+    assert ids_in(root) == expected(range(4))
+
+
+def test_a_gzip_file_still_being_written_is_retried(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    logs.mkdir()
+    content = b"".join(qline(i) for i in range(300))
+    packed = gzip.compress(content)
+    target = logs / "queries.log.1.gz"
+    target.write_bytes(packed[: len(packed) * 2 // 3])
+    first = _ingest(root, logs)
+    assert first.warnings and "ends early" in first.warnings[0]
+    target.write_bytes(packed)
+    second = _ingest(root, logs)
+    assert second.warnings == []
+    assert ids_in(root) == expected(range(300))
+
+
+def test_missing_paths_and_unwritable_roots_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="no such file or folder"):
+        _ingest(tmp_path / "root", tmp_path / "missing")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    logs = tmp_path / "logs"
+    _write(logs / "queries.log", [0])
+    with pytest.raises(StorageError, match="cannot write under root"):
+        _ingest(blocker / "root", logs)

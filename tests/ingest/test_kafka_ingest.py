@@ -1,0 +1,335 @@
+"""Kafka ingestion in-process against a real broker: exact rows, resume from the table, gaps, outages."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from ingest.kafka_batch import PendingBatch, build_lines
+from ingest.kafka_config import BatchRules, KafkaSource
+from ingest.kafka_consumer import KafkaIngestSummary, ingest_kafka
+from ingest.parser import LineParser
+from service.errors import BrokerUnavailable, ConfigError, SourceError
+from storage.commit import committed_position, open_table
+from storage.layout import Layout
+from tests.ingest.lines import lines_table, make_batch_message, make_line, make_query_line
+from tests.kafka_broker import (
+    FAST_GROUP_SETTINGS,
+    Broker,
+    create_topic,
+    free_port,
+    produce,
+    produce_transaction,
+    start_tansu,
+    unique_topic,
+)
+
+pytestmark = pytest.mark.kafka
+
+KEPT = ["record_id", "ts", "day", "service_id", "endpoint_id", "generation", "msg_type", "features"]
+
+
+def _source(broker: Broker, topic: str, group: str | None = None, **options: Any) -> KafkaSource:
+    return KafkaSource(
+        bootstrap=broker.bootstrap,
+        topic=topic,
+        group=group or f"g-{topic}",
+        session_timeout_ms=FAST_GROUP_SETTINGS["session_timeout_ms"],
+        heartbeat_interval_ms=FAST_GROUP_SETTINGS["heartbeat_interval_ms"],
+        options=options,
+    )
+
+
+def _run(root: Path, source: KafkaSource, **rules: Any) -> KafkaIngestSummary:
+    chosen: dict[str, Any] = {"max_seconds": 0.3, "until_idle": 1.0, "unavailable_timeout": 20.0}
+    chosen.update(rules)
+    return ingest_kafka(root, source, BatchRules(**chosen))
+
+
+def _table(root: Path, name: str) -> pa.Table:
+    table = open_table(Layout(root).table(name))
+    assert table is not None, f"no {name} table under {root}"
+    return table.to_pyarrow_table()
+
+
+def _positions(root: Path, topic: str, partitions: int) -> dict[int, int | None]:
+    table = open_table(Layout(root).predictions)
+    return {p: committed_position(table, f"kafka:{topic}:{p}") for p in range(partitions)}
+
+
+def _kafka_offsets(broker: Broker, group: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
+    try:
+        found = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    finally:
+        consumer.close()
+    return {tp.partition: tp.offset for tp in found}
+
+
+def _set_kafka_offsets(broker: Broker, group: str, topic: str, offsets: dict[int, int]) -> None:
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
+    finally:
+        consumer.close()
+
+
+def _customer_line(i: int, envelope: str = "A", newline: str = "") -> bytes:
+    return make_query_line(envelope, context={"customer_id": f"C-{i}"}, newline=newline)  # type: ignore[arg-type]
+
+
+def _customers(root: Path) -> list[str]:
+    import json
+
+    return sorted(json.loads(c)["customer_id"] for c in _table(root, "predictions")["context"].to_pylist())
+
+
+# -- end to end --------------------------------------------------------------------------------
+
+
+def test_every_envelope_lands_once_with_the_record_id_a_file_gives(
+    kafka_broker: Broker, tmp_path: Path
+) -> None:
+    topic = create_topic(kafka_broker.bootstrap, unique_topic("e2e"), partitions=2)
+    good = [
+        make_query_line("A"),
+        make_query_line("A", newline="\n", context={"customer_id": "C-2"}),
+        make_query_line("B", newline="\r\n"),
+        make_query_line("C"),
+        make_query_line("bare", newline="\n"),
+        make_line(make_batch_message(3), "B"),
+    ]
+    bad = [b"this is not json", b'{"timestamp": "2026/03/02-09:15:04.112Z", "message": \xff\xfe}']
+    values: list[bytes | None] = [*good, *bad, None]
+    partitions = [0, 1, 0, 1, 0, 1, 0, 1, 0]
+    produce(kafka_broker.bootstrap, topic, values, partitions=partitions)
+    offsets = _offsets_by_partition(partitions)
+
+    summary = _run(tmp_path, _source(kafka_broker, topic))
+
+    parser = LineParser()
+    from_file = parser.parse(lines_table(good + bad, source="queries.log"))
+    got = _table(tmp_path, "predictions").sort_by("record_id")
+    assert got.select(KEPT).to_pylist() == from_file.predictions.sort_by("record_id").select(KEPT).to_pylist()
+    assert got.num_rows == 8  # five single records and a batch of three
+    expected_sources = sorted(
+        [
+            (f"{topic}/{partitions[i]}", offsets[i])
+            for i in range(len(good))
+            for _ in range(3 if i == 5 else 1)
+        ]
+    )
+    assert sorted(zip(got["source"].to_pylist(), got["source_position"].to_pylist(), strict=True)) == (
+        expected_sources
+    )
+
+    quarantine = _table(tmp_path, "quarantine").sort_by(
+        [("source", "ascending"), ("source_position", "ascending")]
+    )
+    reasons = {r["raw_bytes"]: r["reason"] for r in from_file.quarantine.to_pylist()}
+    assert quarantine.select(["source", "source_position", "reason", "raw_bytes"]).to_pylist() == [
+        {
+            "source": f"{topic}/{partitions[i]}",
+            "source_position": offsets[i],
+            "reason": reasons[len(values[i] or b"")],
+            "raw_bytes": len(values[i] or b""),
+        }
+        for i in sorted((6, 7), key=lambda i: (partitions[i], offsets[i]))
+    ]
+    ends = {0: offsets[8] + 1, 1: offsets[7] + 1}
+    assert _positions(tmp_path, topic, 2) == ends
+    assert _kafka_offsets(kafka_broker, f"g-{topic}", topic, 2) == ends
+    assert (summary.messages, summary.records, summary.quarantined, summary.tombstones) == (9, 8, 2, 1)
+    assert (summary.partitions, summary.positions, summary.stopped_by) == ({0, 1}, ends, "idle")
+
+    again = _run(tmp_path, _source(kafka_broker, topic))  # nothing new: nothing added, positions kept
+    assert (again.messages, again.records, _table(tmp_path, "predictions").num_rows) == (0, 0, 8)
+
+
+def _offsets_by_partition(partitions: list[int]) -> list[int]:
+    """Offsets a fresh topic gives to values sent to `partitions`, in order."""
+    seen: dict[int, int] = {}
+    out = []
+    for p in partitions:
+        out.append(seen.get(p, 0))
+        seen[p] = out[-1] + 1
+    return out
+
+
+def test_resume_follows_the_table_whatever_kafka_offsets_say(kafka_broker: Broker, tmp_path: Path) -> None:
+    topic = create_topic(kafka_broker.bootstrap, unique_topic("resume"), partitions=2)
+    group = f"g-{topic}"
+    produce(kafka_broker.bootstrap, topic, [_customer_line(i) for i in range(6)], partitions=[0, 1] * 3)
+    _run(tmp_path, _source(kafka_broker, topic))
+    assert _positions(tmp_path, topic, 2) == {0: 3, 1: 3}
+
+    produce(kafka_broker.bootstrap, topic, [_customer_line(i) for i in range(6, 10)], partitions=[0, 1] * 2)
+    # Kafka's offsets are reset behind the table on one partition and run ahead of it on the other.
+    _set_kafka_offsets(kafka_broker, group, topic, {0: 0, 1: 5})
+    summary = _run(tmp_path, _source(kafka_broker, topic))
+
+    assert summary.messages == 4
+    assert _customers(tmp_path) == sorted(f"C-{i}" for i in range(10))
+    assert _positions(tmp_path, topic, 2) == {0: 5, 1: 5}
+    assert _kafka_offsets(kafka_broker, group, topic, 2) == {0: 5, 1: 5}
+
+
+def test_offset_gaps_move_the_position_to_the_last_offset_seen(kafka_broker: Broker, tmp_path: Path) -> None:
+    topic = create_topic(kafka_broker.bootstrap, unique_topic("gaps"), partitions=1)
+    produce(kafka_broker.bootstrap, topic, [_customer_line(0), _customer_line(1)], partition=0)
+    produce_transaction(
+        kafka_broker.bootstrap, topic, [_customer_line(2), _customer_line(3)], partition=0, commit=True
+    )
+    produce_transaction(
+        kafka_broker.bootstrap, topic, [_customer_line(90), _customer_line(91)], partition=0, commit=False
+    )
+    produce_transaction(kafka_broker.bootstrap, topic, [_customer_line(4)], partition=0, commit=True)
+
+    summary = _run(tmp_path, _source(kafka_broker, topic))
+
+    rows = _table(tmp_path, "predictions")
+    seen = sorted(rows["source_position"].to_pylist())
+    assert _customers(tmp_path) == [f"C-{i}" for i in range(5)]  # aborted records never show up
+    assert seen[-1] + 1 > len(seen), f"expected transaction markers to leave gaps, offsets were {seen}"
+    assert _positions(tmp_path, topic, 1) == {0: seen[-1] + 1}
+    assert summary.positions == {0: seen[-1] + 1}
+
+    produce(kafka_broker.bootstrap, topic, [_customer_line(5)], partition=0)
+    _run(tmp_path, _source(kafka_broker, topic))
+    assert _customers(tmp_path) == [f"C-{i}" for i in range(6)]
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def test_unreachable_broker_at_start_fails_clearly_after_backoff(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    source = KafkaSource(bootstrap=f"127.0.0.1:{port}", topic="queries", group="g")
+    started = time.monotonic()
+    with (
+        caplog.at_level(logging.WARNING, logger="hindsight.ingest.kafka"),
+        pytest.raises(BrokerUnavailable) as err,
+    ):
+        ingest_kafka(tmp_path, source, BatchRules(unavailable_timeout=4.0))
+    took = time.monotonic() - started
+    assert err.value.message.startswith(f"Kafka broker 127.0.0.1:{port} unreachable for 4 s")
+    assert err.value.details["bootstrap"] == f"127.0.0.1:{port}"
+    assert 4.0 <= took < 15, took
+    retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert len(retries) >= 2 and all(f"Kafka broker 127.0.0.1:{port} unreachable" in m for m in retries), (
+        retries
+    )
+    assert "attempt 1, retrying in 0.5 s" in retries[0]
+    assert "attempt 2, retrying in 1.0 s" in retries[1]
+    assert open_table(Layout(tmp_path).predictions) is None
+
+
+def test_a_missing_topic_is_a_clear_error(kafka_broker: Broker, tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="Kafka topic 'no-such-topic-x' does not exist"):
+        _run(tmp_path, _source(kafka_broker, "no-such-topic-x"))
+
+
+def test_a_broker_lost_mid_run_stops_with_everything_read_committed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = start_tansu(tmp_path / "own-broker")  # our own broker: this test kills it
+    try:
+        topic = create_topic(broker.bootstrap, unique_topic("outage"), partitions=1)
+        produce(broker.bootstrap, topic, [_customer_line(i) for i in range(5)], partition=0)
+        failure: list[BaseException] = []
+
+        def _consume() -> None:
+            try:
+                _run(tmp_path, _source(broker, topic), until_idle=None, unavailable_timeout=2.0)
+            except BaseException as exc:
+                failure.append(exc)
+
+        with caplog.at_level(logging.INFO, logger="hindsight.ingest.kafka"):
+            worker = threading.Thread(target=_consume)
+            worker.start()
+            _wait_for(lambda: _row_count(tmp_path) == 5, seconds=30)
+            broker.stop()
+            worker.join(timeout=60)
+        assert not worker.is_alive()
+        assert len(failure) == 1 and isinstance(failure[0], BrokerUnavailable), failure
+        assert _customers(tmp_path) == [f"C-{i}" for i in range(5)]
+        assert _positions(tmp_path, topic, 1) == {0: 5}
+        assert any("brokers" in r.getMessage() and "down" in r.getMessage() for r in caplog.records)
+    finally:
+        broker.stop()
+
+
+def _row_count(root: Path) -> int:
+    table = open_table(Layout(root).predictions)
+    return 0 if table is None else table.to_pyarrow_table().num_rows
+
+
+def _wait_for(condition: Any, *, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {seconds} s")
+        time.sleep(0.2)
+
+
+# -- configuration and batches (no broker) -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"bootstrap": "localhost"}, "invalid Kafka bootstrap 'localhost'"),
+        ({"bootstrap": "a:1,b"}, "invalid Kafka bootstrap 'a:1,b'"),
+        ({"topic": "bad topic"}, "invalid Kafka topic name 'bad topic'"),
+        ({"options": {"enable.auto.commit": True}}, "enable.auto.commit are set by hindsight itself"),
+        ({"options": {"auto.offset.reset": "sideways"}}, "auto.offset.reset must be earliest or latest"),
+        (
+            {"heartbeat_interval_ms": 6000, "session_timeout_ms": 6000},
+            "heartbeat_interval_ms (6000) must be below",
+        ),
+    ],
+)
+def test_bad_settings_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    chosen: dict[str, Any] = {"bootstrap": "127.0.0.1:9092", "topic": "queries"}
+    chosen.update(kwargs)
+    with pytest.raises(ConfigError) as err:
+        KafkaSource(**chosen).consumer_config()
+    assert message in err.value.message
+
+
+def test_batch_becomes_one_parser_table_with_tombstones_left_out() -> None:
+    batch = PendingBatch(
+        values=[b"a\n", None, b"bcd", b""],
+        partitions=[2, 0, 2, 0],
+        offsets=[10, 7, 15, 9],
+        timestamps=[1_700_000_000_123, 5, -1, 0],
+    )
+    built = build_lines(batch, {0: "t/0", 2: "t/2"})
+    assert built.tombstones == 1
+    assert built.lines.to_pylist() == [
+        {
+            "line": b"a\n",
+            "source": "t/2",
+            "source_position": 10,
+            "line_bytes": 2,
+            "fallback_ts": _utc_ms(1_700_000_000_123),
+        },
+        {"line": b"bcd", "source": "t/2", "source_position": 15, "line_bytes": 3, "fallback_ts": None},
+        {"line": b"", "source": "t/0", "source_position": 9, "line_bytes": 0, "fallback_ts": _utc_ms(0)},
+    ]
+    assert batch.ends() == {0: 10, 2: 16}  # last offset seen + 1 (the tombstone at 7 counts too)
+
+
+def _utc_ms(ms: int) -> Any:
+    from datetime import UTC, datetime, timedelta
+
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)

@@ -1,0 +1,55 @@
+"""The `hindsight keys ...` and `hindsight outcomes import` commands, through the real CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+import storage
+from service.cli import app
+from storage.keys import KeyStore
+
+
+def run(root: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["--root", str(root), *args])
+    return result.exit_code, result.stdout
+
+
+def test_keys_create_prints_only_the_token_then_list_and_revoke(tmp_path: Path) -> None:
+    code, out = run(tmp_path, "keys", "create", "--name", "crm", "--scope", "outcomes:write", "--scope", "read")
+    assert code == 0
+    token = out.strip()
+    assert token.startswith("hsk_") and "\n" not in token
+    store = KeyStore(tmp_path / "state" / "keys.sqlite")
+    key = store.authenticate(token)
+    store.close()
+    code, listing = run(tmp_path, "keys", "list", "--format", "csv")
+    assert code == 0
+    assert listing.splitlines()[0] == "id,name,scopes,created,revoked"
+    assert listing.splitlines()[1].startswith(f"{key.id},crm,outcomes:write read,")
+    assert token[len("hsk_") + 13 :] not in listing
+    code, _ = run(tmp_path, "keys", "revoke", key.id)
+    assert code == 0
+    code, listing = run(tmp_path, "keys", "list", "--format", "json")
+    assert '"revoked": ""' not in listing and key.id in listing
+    admin_log = (tmp_path / "logs" / "audit-admin.log").read_text()
+    assert admin_log.count(key.id) == 2 and token not in admin_log
+
+
+def test_keys_create_refuses_unknown_scopes(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["--root", str(tmp_path), "keys", "create", "--name", "x", "--scope", "root"])
+    assert result.exit_code != 0
+    assert "unknown scope" in str(result.exception)
+
+
+def test_outcomes_import_summarises_and_flushes(tmp_path: Path) -> None:
+    path = tmp_path / "labels.jsonl"
+    path.write_text('{"outcome_id": "a", "record_id": "r1", "value": 1}\n{"outcome_id": "b", "record_id": "r2", "value": 0}\n')
+    code, out = run(tmp_path / "root", "outcomes", "import", str(path), "--format", "csv")
+    assert code == 0
+    assert out.splitlines() == ["file,format,created,duplicate,flushed", f"{path},jsonl,2,0,2"]
+    code, out = run(tmp_path / "root", "outcomes", "import", str(path), "--format", "csv")
+    assert out.splitlines()[1] == f"{path},jsonl,0,2,0"
+    con = storage.connect(tmp_path / "root")
+    assert con.execute("SELECT outcome_id FROM outcomes ORDER BY 1").fetchall() == [("a",), ("b",)]

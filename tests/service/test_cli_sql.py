@@ -1,0 +1,53 @@
+"""Tests of `hindsight sql`: table, CSV and JSON output over the views; bad SQL is one error line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.ingest.file_logs import qline, run_cli
+
+QUERY = "SELECT service_id, count(*) AS n FROM predictions GROUP BY service_id"
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("sql")
+    logs = base / "logs"
+    logs.mkdir()
+    (logs / "queries.log").write_bytes(b"".join(qline(i) for i in range(3)))
+    result = run_cli(base / "root", "ingest", "files", str(logs))
+    assert result.returncode == 0, result.stderr
+    return base / "root"
+
+
+def test_json_output(root: Path) -> None:
+    result = run_cli(root, "sql", QUERY, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [{"service_id": "churn", "n": 3}]
+
+
+def test_csv_output(root: Path) -> None:
+    result = run_cli(root, "sql", QUERY, "--format", "csv")
+    assert result.stdout == "service_id,n\nchurn,3\n"
+
+
+def test_table_output(root: Path) -> None:
+    result = run_cli(root, "sql", QUERY)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0
+    assert any("service_id" in line and "n" in line for line in lines)
+    assert any("churn" in line and "3" in line for line in lines)
+
+
+def test_bad_sql_is_one_error_line(root: Path) -> None:
+    result = run_cli(root, "sql", "SELECT nope FROM predictions")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: query failed:") and result.stdout == ""
+
+
+def test_sql_on_an_empty_root_sees_empty_views(tmp_path: Path) -> None:
+    result = run_cli(tmp_path / "fresh", "sql", "SELECT count(*) AS n FROM predictions", "--format", "json")
+    assert json.loads(result.stdout) == [{"n": 0}]

@@ -1,0 +1,60 @@
+"""API keys: hashed at rest, shown once, revocable, scopes checked."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from service.errors import AuthError, InputError, NotFound
+from storage.keys import KeyStore
+
+
+def test_create_authenticate_revoke(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.sqlite")
+    created = store.create("crm", ["read", "outcomes:write"])
+    assert store.authenticate(created.token) == created.key
+    assert created.key.scopes == ("outcomes:write", "read")
+    assert [k.id for k in store.list()] == [created.key.id]
+    revoked = store.revoke(created.key.id)
+    assert revoked.revoked
+    with pytest.raises(AuthError, match="revoked") as caught:
+        store.authenticate(created.token)
+    assert caught.value.details == {"key_id": created.key.id}
+    store.close()
+
+
+def test_only_a_hash_is_stored(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.sqlite")
+    token = store.create("x", ["read"]).token
+    store.close()
+    raw = (tmp_path / "keys.sqlite").read_bytes() + b"".join(
+        row[0] if isinstance(row[0], bytes) else str(row[0]).encode()
+        for row in sqlite3.connect(tmp_path / "keys.sqlite").execute("SELECT * FROM api_keys").fetchall()
+    )
+    assert token.split("_", 2)[2].encode() not in raw
+
+
+@pytest.mark.parametrize("token", ["", "nope", "hsk_zzzzzzzzzzzz_x", "hsk_000000000000_secret"])
+def test_unknown_or_malformed_tokens_are_refused(tmp_path: Path, token: str) -> None:
+    store = KeyStore(tmp_path / "keys.sqlite")
+    real = store.create("x", ["read"])
+    with pytest.raises(AuthError, match="invalid API key"):
+        store.authenticate(token)
+    with pytest.raises(AuthError, match="invalid API key"):
+        store.authenticate(real.token[:-1] + ("a" if real.token[-1] != "a" else "b"))
+    store.close()
+
+
+def test_bad_scopes_names_and_ids(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.sqlite")
+    with pytest.raises(InputError, match="unknown scope"):
+        store.create("x", ["root"])
+    with pytest.raises(InputError, match="at least one scope"):
+        store.create("x", [])
+    with pytest.raises(InputError, match="non-empty name"):
+        store.create(" ", ["read"])
+    with pytest.raises(NotFound):
+        store.revoke("000000000000")
+    store.close()

@@ -1,0 +1,115 @@
+"""The flusher moves intake rows into Delta exactly once, also when killed at each durable step."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import storage
+from storage.layout import Layout
+from storage.outcome_flush import flush_once
+from storage.outcome_intake import open_intake
+from storage.outcome_model import parse_outcomes
+
+REPO = Path(__file__).resolve().parents[2]
+
+FLUSH_SCRIPT = """
+import sys
+from pathlib import Path
+from storage.layout import Layout
+from storage.outcome_flush import flush_once
+from storage.outcome_intake import open_intake
+root = Path(sys.argv[1])
+with open_intake(Layout(root).intake_db) as intake:
+    flush_once(intake, root, batch_rows=int(sys.argv[2]))
+"""
+
+
+def _store(root: Path, ids: list[str]) -> None:
+    items = [{"outcome_id": i, "record_id": i, "value": 1} for i in ids]
+    with open_intake(Layout(root).intake_db) as intake:
+        intake.append(parse_outcomes(items), key_id="k1")
+
+
+def _ids(root: Path) -> list[str]:
+    con = storage.connect(root)
+    try:
+        return [r[0] for r in con.execute("SELECT outcome_id FROM outcomes ORDER BY intake_seq").fetchall()]
+    finally:
+        con.close()
+
+
+def test_flush_writes_every_column_once(tmp_path: Path) -> None:
+    root = tmp_path
+    _store(root, ["a", "b"])
+    with open_intake(Layout(root).intake_db) as intake:
+        assert flush_once(intake, root).rows_written == 2
+        assert flush_once(intake, root).rows_written == 0
+        assert intake.count_pending() == 0
+    con = storage.connect(root)
+    row = con.execute("SELECT outcome_id, record_id, key_id, intake_seq, day = CAST(received_at AS DATE) FROM outcomes "
+                      "ORDER BY intake_seq").fetchall()
+    assert row == [("a", "a", "k1", 1, True), ("b", "b", "k1", 2, True)]
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        "outcomes.flush_trim",
+        "outcomes.flush_before_commit@2",
+        "commit.before@2",
+        "commit.after@2",
+        "outcomes.flush_after_commit@1",
+        "outcomes.flush_after_commit@2",
+    ],
+)
+def test_a_flush_killed_at_any_step_still_lands_each_row_once(tmp_path: Path, step: str) -> None:
+    ids = [f"o{n}" for n in range(7)]
+    _store(tmp_path, ids)
+    env = {**os.environ, "HINDSIGHT_CRASH_AT": step, "PYTHONPATH": str(REPO)}
+    killed = subprocess.run([sys.executable, "-c", FLUSH_SCRIPT, str(tmp_path), "3"], env=env, cwd=REPO, check=False)
+    assert killed.returncode == 137
+    env.pop("HINDSIGHT_CRASH_AT")
+    subprocess.run([sys.executable, "-c", FLUSH_SCRIPT, str(tmp_path), "3"], env=env, cwd=REPO, check=True)
+    assert _ids(tmp_path) == ids
+
+
+def _latest(root: Path) -> list[tuple[object, ...]]:
+    con = storage.connect(root)
+    try:
+        return con.execute(
+            "SELECT coalesce(record_id, key), outcome_type, service_id, value FROM outcomes_latest ORDER BY 1, 2, coalesce(service_id, '')"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def test_outcomes_latest_takes_the_latest_occurrence_then_the_latest_receipt(tmp_path: Path) -> None:
+    t = "2026-01-0{}T00:00:00Z".format
+    batches = [
+        [{"record_id": "r1", "value": "a", "occurred_at": t(2)}, {"record_id": "r1", "value": "old", "occurred_at": t(1)}],
+        [{"record_id": "r1", "value": "b", "occurred_at": t(2)}],  # same occurred_at, received later: wins
+        [{"record_id": "r1", "value": "late-but-older", "occurred_at": t(1)}],
+        [{"record_id": "r1", "outcome_type": "refund", "value": 5, "occurred_at": t(1)}],
+        [{"record_id": "r1", "service_id": "s2", "value": "other", "occurred_at": t(1)}],
+        [{"key": {"context.tx": "t1"}, "value": "k-old", "occurred_at": t(1)},
+         {"key": {"context.tx": "t1"}, "value": "k-new", "occurred_at": t(3)}],
+    ]
+    with open_intake(Layout(tmp_path).intake_db) as intake:
+        for batch in batches:
+            intake.append(parse_outcomes(batch), key_id=None)
+        flush_once(intake, tmp_path)
+    assert _latest(tmp_path) == [
+        ("r1", "label", None, "b"),
+        ("r1", "label", "s2", "other"),
+        ("r1", "refund", None, "5"),
+        ('{"context.tx":"t1"}', "label", None, "k-new"),
+    ]
+    con = storage.connect(tmp_path)
+    assert con.execute("SELECT count(*) FROM outcomes").fetchall() == [(8,)]  # every event is kept
+    assert con.execute("SELECT min(day) FROM outcomes").fetchall() == [(dt.datetime.now(dt.UTC).date(),)]

@@ -1,0 +1,70 @@
+"""Bulk import from CSV, JSONL and Parquet: same validation, same idempotency, flushed to Delta."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import storage
+from service.errors import InvalidOutcome
+from storage.outcome_import import import_outcomes
+
+
+def _rows(root: Path) -> list[tuple[object, ...]]:
+    con = storage.connect(root)
+    try:
+        return con.execute(
+            "SELECT outcome_id, record_id, key, value, value_json, attributes, key_id FROM outcomes ORDER BY outcome_id"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+EXPECTED = [
+    ("o1", "r1", None, "fraud", '"fraud"', None, None),
+    ("o2", None, '{"context.tx":"00123"}', "1", "1", '{"src":"crm"}', None),
+]
+
+
+def test_csv_with_key_columns(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text(
+        "outcome_id,record_id,key.context.tx,value,attributes\n"
+        'o1,r1,,fraud,\n'
+        'o2,,00123,1,"{""src"": ""crm""}"\n'
+    )
+    report = import_outcomes(tmp_path / "root", path)
+    assert (report.created, report.duplicate, report.flushed) == (2, 0, 2)
+    assert _rows(tmp_path / "root") == EXPECTED
+    again = import_outcomes(tmp_path / "root", path)
+    assert (again.created, again.duplicate, again.flushed) == (0, 2, 0)
+
+
+def test_jsonl_and_parquet_give_the_same_rows(tmp_path: Path) -> None:
+    jsonl = tmp_path / "labels.jsonl"
+    jsonl.write_text(
+        '{"outcome_id": "o1", "record_id": "r1", "value": "fraud"}\n\n'
+        '{"outcome_id": "o2", "key": {"context.tx": "00123"}, "value": 1, "attributes": {"src": "crm"}}\n'
+    )
+    assert import_outcomes(tmp_path / "a", jsonl).created == 2
+    parquet = tmp_path / "labels.parquet"
+    pq.write_table(
+        pa.table({"outcome_id": ["o1", "o2"], "record_id": ["r1", None], "key": [None, '{"context.tx": "00123"}'],
+                  "value": ["fraud", "1"], "attributes": [None, '{"src": "crm"}']}),
+        parquet,
+    )
+    assert import_outcomes(tmp_path / "b", parquet).created == 2
+    assert _rows(tmp_path / "a") == EXPECTED
+    assert _rows(tmp_path / "b") == [EXPECTED[0], ("o2", None, '{"context.tx":"00123"}', "1", '"1"', '{"src":"crm"}', None)]
+
+
+def test_one_bad_record_rejects_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"record_id": "r1", "value": 1}\n{"record_id": "r2"}\n')
+    with pytest.raises(InvalidOutcome) as caught:
+        import_outcomes(tmp_path / "root", path)
+    assert caught.value.details[0]["index"] == 1
+    assert _rows(tmp_path / "root") == []

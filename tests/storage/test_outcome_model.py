@@ -1,0 +1,78 @@
+"""Validation and normalisation of outcomes (shared by the API and the importer)."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.errors import InvalidOutcome
+from storage.outcome_model import canonical_key, parse_outcomes
+
+
+def one(**fields: object) -> dict[str, object]:
+    return {"record_id": "r1", "value": "fraud", **fields}
+
+
+def test_values_are_kept_as_text_number_and_json() -> None:
+    got = parse_outcomes([one(value=True), one(value=3), one(value=0.25), one(value="12.5"), one(value="x")])
+    assert [(o.value, o.value_number, o.value_json) for o in got] == [
+        ("true", 1.0, "true"),
+        ("3", 3.0, "3"),
+        ("0.25", 0.25, "0.25"),
+        ("12.5", 12.5, '"12.5"'),
+        ("x", None, '"x"'),
+    ]
+
+
+def test_key_is_canonical_and_occurred_at_is_utc_microseconds() -> None:
+    [o] = parse_outcomes(
+        [{"key": {"features.b": 2, "context.a": "x"}, "value": 1, "occurred_at": "1970-01-01T01:00:01.5+01:00"}]
+    )
+    assert o.key == '{"context.a":"x","features.b":2}' == canonical_key({"context.a": "x", "features.b": 2})
+    assert o.record_id is None
+    assert o.occurred_at_us == 1_500_000
+    assert o.outcome_type == "label"
+
+
+def test_fingerprint_is_the_body_without_defaults() -> None:
+    a, b, c, d = parse_outcomes(
+        [one(outcome_id="x"), one(outcome_id="y"), one(outcome_id="x", value="ok"), one(attributes={"a": 1})]
+    )
+    assert a.fingerprint == b.fingerprint  # outcome_id is the identity, not part of the body
+    assert a.fingerprint != c.fingerprint
+    assert a.fingerprint != d.fingerprint
+    timed = parse_outcomes([one(occurred_at="2026-01-01T00:00:00Z"), one(occurred_at="2026-01-01T01:00:00+01:00")])
+    assert timed[0].fingerprint == timed[1].fingerprint != a.fingerprint  # same instant, other notation
+
+
+def test_generated_ids_are_unique() -> None:
+    got = parse_outcomes([one(), one()])
+    assert got[0].outcome_id != got[1].outcome_id
+
+
+@pytest.mark.parametrize(
+    ("item", "field", "message"),
+    [
+        ({"value": 1}, "target", "give exactly one target: record_id or key"),
+        ({"record_id": "r", "key": {"context.a": 1}, "value": 1}, "target", "give exactly one target: record_id or key"),
+        ({"key": {"ctx.a": 1}, "value": 1}, "key", "key paths must be context.<name> or features.<name>, got ['ctx.a']"),
+        ({"key": {}, "value": 1}, "key", "key needs at least one path: value pair"),
+        ({"record_id": "r", "value": [1]}, "value", "must be a string, number or boolean"),
+        ({"record_id": "r"}, "value", "Field required"),
+        ({"record_id": "r", "value": 1, "occurred_at": "2026-01-01"}, "occurred_at",
+         "must be an RFC 3339 date-time with an offset, e.g. 2026-01-31T12:00:00Z"),
+        ({"record_id": "r", "value": 1, "occurred_at": "2026-02-30T00:00:00Z"}, "occurred_at", "day is out of range for month"),
+        ({"record_id": "r", "value": 1, "colour": "red"}, "colour", "Extra inputs are not permitted"),
+        ({"record_id": "", "value": 1}, "record_id", "String should have at least 1 character"),
+    ],
+)
+def test_each_problem_names_its_field_and_index(item: dict[str, object], field: str, message: str) -> None:
+    with pytest.raises(InvalidOutcome) as caught:
+        parse_outcomes([one(), item], index_offset=10)
+    assert caught.value.details == [{"index": 11, "field": field, "loc": caught.value.details[0]["loc"], "message": message}]
+
+
+def test_empty_and_oversized_batches_are_refused() -> None:
+    with pytest.raises(InvalidOutcome, match="no outcomes given"):
+        parse_outcomes([])
+    with pytest.raises(InvalidOutcome, match="too many outcomes in one request: 3 > 2"):
+        parse_outcomes([one(), one(), one()], max_items=2)
