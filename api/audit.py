@@ -12,6 +12,8 @@ import datetime as dt
 import json
 import logging
 import logging.config
+import logging.handlers
+import queue
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,9 @@ def audit(logger: logging.Logger, event: str, **fields: Any) -> None:
         logger.info(event, extra={"audit": fields})
 
 
+_listeners: list[logging.handlers.QueueListener] = []
+
+
 def _reset(logger: logging.Logger) -> None:
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
@@ -55,8 +60,7 @@ def _reset(logger: logging.Logger) -> None:
 
 def configure_audit(logs_dir: Path, *, config_file: Path | None = None) -> None:
     """Attach the audit handlers: the dictConfig in `config_file`, else JSON files under `logs_dir`."""
-    for name in AUDIT_LOGGERS:
-        _reset(logging.getLogger(f"hindsight.audit.{name}"))
+    close_audit()
     if config_file is not None:
         try:
             config = json.loads(config_file.read_text(encoding="utf-8"))
@@ -74,12 +78,22 @@ def configure_audit(logs_dir: Path, *, config_file: Path | None = None) -> None:
         logger = logging.getLogger(f"hindsight.audit.{name}")
         handler = logging.FileHandler(logs_dir / f"audit-{name}.log", encoding="utf-8")
         handler.setFormatter(JsonFormatter())
-        logger.addHandler(handler)
+        # A queue keeps file writes off the request path: the listener thread writes the lines.
+        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        listener = logging.handlers.QueueListener(records, handler)
+        listener.start()
+        _listeners.append(listener)
+        logger.addHandler(logging.handlers.QueueHandler(records))
         logger.setLevel(logging.INFO)
         logger.propagate = False  # audit lines go to their files, not to the operational stderr log
 
 
 def close_audit() -> None:
-    """Close the audit handlers (at shutdown)."""
+    """Write out queued lines and close the audit handlers (at shutdown)."""
+    while _listeners:
+        listener = _listeners.pop()
+        listener.stop()  # drains the queue first
+        for handler in listener.handlers:
+            handler.close()
     for name in AUDIT_LOGGERS:
         _reset(logging.getLogger(f"hindsight.audit.{name}"))

@@ -6,8 +6,9 @@ from typing import Any
 
 import orjson
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
-from service.errors import InvalidOutcome, PayloadTooLarge, UnsupportedMediaType
+from service.errors import InputError, InvalidOutcome, PayloadTooLarge, UnsupportedMediaType
 
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
@@ -23,13 +24,16 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
         )
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(
-                f"request body is over the limit of {max_bytes} bytes", details={"limit_bytes": max_bytes}
-            )
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(
+                    f"request body is over the limit of {max_bytes} bytes", details={"limit_bytes": max_bytes}
+                )
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        raise InputError("the client disconnected before sending the whole body") from exc
     return b"".join(chunks)
 
 
@@ -56,7 +60,8 @@ def parse_items(kind: str, body: bytes) -> list[Any]:
         return items
     if kind not in JSON_TYPES:
         raise UnsupportedMediaType(
-            f"Content-Type {kind or '(none)'!r} is not accepted; use application/json or application/x-ndjson",
+            f"Content-Type {kind or '(none)'!r} is not accepted; "
+            "use application/json or application/x-ndjson",
             details={"content_type": kind or None, "accepted": [*JSON_TYPES, *NDJSON_TYPES]},
         )
     try:

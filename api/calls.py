@@ -1,4 +1,4 @@
-"""The `hindsight.audit.calls` middleware: one JSON line per call (method, path, status, key id, client, time)."""
+"""The `hindsight.audit.calls` middleware: one JSON line per call (method, path, status, key, client)."""
 
 from __future__ import annotations
 

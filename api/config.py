@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.policies import Policy
+
 
 @dataclass(frozen=True)
 class ApiConfig:
@@ -18,6 +20,8 @@ class ApiConfig:
     audit_calls: bool = False
     logs_dir: Path | None = None
     logging_config: Path | None = None
+    policies: tuple[Policy, ...] | None = None  # outcome join policies; None: <root>/hindsight.toml
+    immature_threshold: float = 0.5  # settings eval.immature_threshold, for GET /v1/metrics
 
     @property
     def audit_dir(self) -> Path:

@@ -1,4 +1,4 @@
-"""Every error over HTTP has one shape, `{"error": {"type", "message", "details"}}`: the handlers that ensure it."""
+"""The handlers that give every HTTP error one shape: `{"error": {"type", "message", "details"}}`."""
 
 from __future__ import annotations
 

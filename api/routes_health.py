@@ -1,4 +1,4 @@
-"""Liveness (`/healthz`, no key) and readiness (`/readyz`: intake writable, flusher alive, not fail-stopped)."""
+"""Liveness (`/healthz`, no key) and readiness (`/readyz`: intake writable, flusher alive, no fail-stop)."""
 
 from __future__ import annotations
 

@@ -190,12 +190,19 @@ def _write_figures(text: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--predictions", type=int, default=10_000_000, help="How many predictions.")
     parser.add_argument("--outcomes", type=int, default=5_000_000, help="How many outcome events.")
     parser.add_argument("--root", type=Path, help="Use (and keep) this root instead of a temporary one.")
     parser.add_argument("--no-write", action="store_true", help="Do not update docs/benchmarks.md.")
+    parser.add_argument("--pandas-baseline", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--as-of", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.pandas_baseline is not None:
+        print(json.dumps(pandas_baseline(args.pandas_baseline, args.as_of)))
+        return
     with tempfile.TemporaryDirectory(prefix="hindsight-bench-") as tmp:
         root = args.root or Path(tmp) / "root"
         started = time.perf_counter()
@@ -205,10 +212,11 @@ def main() -> None:
         env = {**os.environ, "HINDSIGHT_ROOT": str(root), "PYTHONPATH": str(REPO)}
         as_of = "2026-03-15T00:00:00Z"
         ours, ours_rss, ours_out = _run(
-            [sys.executable, "-m", "service", "eval", "--by", "day", "--as-of", as_of, "--format", "json"], env
+            [sys.executable, "-m", "service", "eval", "--by", "day", "--as-of", as_of, "--format", "json"],
+            env,
         )
         theirs, theirs_rss, theirs_out = _run(
-            [sys.executable, "-m", "bench.evaluate_pandas", str(root), as_of], env
+            [sys.executable, "-m", "bench.evaluate", "--pandas-baseline", str(root), "--as-of", as_of], env
         )
         _check_agreement(json.loads(ours_out), json.loads(theirs_out))
     speedup = theirs / ours
@@ -228,6 +236,72 @@ def main() -> None:
     print(text)
     if not args.no_write:
         _write_figures(text)
+
+
+def pandas_baseline(root: Path, as_of_text: str) -> list[dict[str, object]]:
+    """The same join and metrics as `hindsight eval --by day`, as a careful pandas user would write them."""
+    import orjson
+    import pandas as pd
+    from deltalake import DeltaTable
+    from sklearn import metrics as skm
+    from sklearn.calibration import calibration_curve
+
+    as_of = pd.Timestamp(as_of_text)
+    window, maturity = pd.Timedelta(days=90), pd.Timedelta(days=120)
+    layout = Layout(root)
+    table = DeltaTable(str(layout.predictions)).to_pyarrow_table(
+        columns=["record_id", "ts", "day", "context", "prediction", "probas"]
+    )
+    score = pc.list_element(pc.map_lookup(table["probas"], "FRAUD", "all"), 0)
+    preds = table.drop_columns(["probas"]).append_column("score", score).to_pandas()
+    preds = preds[preds["ts"] <= as_of]
+    preds["tx"] = [orjson.loads(c).get("transaction_id") for c in preds["context"]]
+    outs = DeltaTable(str(layout.outcomes)).to_pandas(
+        columns=["outcome_id", "record_id", "key", "value", "occurred_at", "received_at", "intake_seq"]
+    )
+    outs = outs[outs["received_at"] <= as_of]
+    by_record = outs[outs["record_id"].notna()].merge(preds[["record_id", "ts"]], on="record_id", how="inner")
+    keyed = outs[outs["record_id"].isna()].drop(columns=["record_id"])
+    keyed["tx"] = [orjson.loads(k).get("context.transaction_id") for k in keyed["key"]]
+    attributed = pd.merge_asof(
+        keyed.sort_values("occurred_at"),
+        preds[["record_id", "ts", "tx"]].sort_values("ts"),
+        left_on="occurred_at",
+        right_on="ts",
+        by="tx",
+        direction="backward",
+    )
+    candidates = pd.concat([by_record, attributed.dropna(subset=["record_id"])])
+    candidates = candidates[candidates["occurred_at"] - candidates["ts"] <= window]
+    winners = candidates.sort_values(
+        ["occurred_at", "received_at", "intake_seq", "outcome_id"], ascending=False
+    ).drop_duplicates("record_id")
+    labelled = preds.merge(winners[["record_id", "value"]], on="record_id", how="left")
+    mature = labelled["ts"] + maturity <= as_of
+    labelled["label"] = labelled["value"].where(labelled["value"].notna(), np.where(mature, "OK", None))
+    results: list[dict[str, object]] = []
+    for day, cohort in labelled.groupby("day", sort=True):
+        done = cohort[cohort["label"].notna()]
+        row: dict[str, object] = {"cohort": str(day), "n": len(cohort), "n_labelled": len(done)}
+        y = (done["label"] == "FRAUD").to_numpy(dtype=int)
+        yhat = (done["prediction"] == "FRAUD").to_numpy(dtype=int)
+        s = done["score"].to_numpy()
+        two = len(set(y)) == 2
+        row.update(
+            accuracy=skm.accuracy_score(y, yhat) if len(y) else None,
+            precision=skm.precision_score(y, yhat, zero_division=np.nan) if len(y) else None,
+            recall=skm.recall_score(y, yhat, zero_division=np.nan) if len(y) else None,
+            f1=skm.f1_score(y, yhat, zero_division=np.nan) if len(y) else None,
+            roc_auc=skm.roc_auc_score(y, s) if two else None,
+            pr_auc=skm.average_precision_score(y, s) if y.any() else None,
+            log_loss=skm.log_loss(y, s, labels=[0, 1]) if len(y) else None,
+            brier=skm.brier_score_loss(y, s, pos_label=1) if len(y) else None,
+            calibration=[list(a) for a in calibration_curve(y, s, n_bins=10, pos_label=1)]
+            if len(y)
+            else None,
+        )
+        results.append(row)
+    return results
 
 
 def _check_agreement(ours: list[dict[str, object]], theirs: list[dict[str, object]]) -> None:

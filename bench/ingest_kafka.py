@@ -41,7 +41,11 @@ BEGIN, END = "<!-- BEGIN ingest_kafka -->", "<!-- END ingest_kafka -->"
 
 def _lines(n: int) -> list[bytes]:
     distinct = [
-        line.text for line in itertools.islice(iter_lines(days=7, per_day=DISTINCT_LINES // 7 + 1), DISTINCT_LINES)
+        line.text
+        for line in itertools.islice(
+            iter_lines(days=7, per_day=DISTINCT_LINES // 7 + 1, bad_rate=0.0, other_topic_rate=0.0),
+            DISTINCT_LINES,
+        )
     ]
     return [distinct[i % len(distinct)] for i in range(n)]
 
@@ -94,7 +98,9 @@ def _hindsight(bootstrap: str, topic: str, n: int, root: Path) -> dict[str, obje
     ]  # fmt: skip
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, check=False, timeout=900)
     if done.returncode != 0:
-        raise RuntimeError(f"hindsight ingest kafka failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
+        raise RuntimeError(
+            f"hindsight ingest kafka failed ({done.returncode}): {done.stderr.decode()[-2000:]}"
+        )
     summary: dict[str, object] = json.loads(done.stdout)
     if summary["messages"] != n:
         raise RuntimeError(f"hindsight read {summary['messages']} of {n} messages")
@@ -131,11 +137,15 @@ def main() -> int:
             produce(broker.bootstrap, topic, lines, partitions=[i % PARTITIONS for i in range(n)])
             produce_seconds = time.monotonic() - started
             del lines
-            print(f"produced {n:,} messages ({value_bytes / n:.0f} B avg) in {produce_seconds:.1f} s", flush=True)
+            print(
+                f"produced {n:,} messages ({value_bytes / n:.0f} B avg) in {produce_seconds:.1f} s",
+                flush=True,
+            )
 
             summary = _hindsight(broker.bootstrap, topic, n, Path(tmp) / "root")
             ours = n / float(summary["busy_seconds"])  # type: ignore[arg-type]
-            print(f"hindsight: {ours:,.0f} messages/s ({summary['records']:,} records, {summary['commits']} commits)")
+            records, commits = summary["records"], summary["commits"]
+            print(f"hindsight: {ours:,.0f} messages/s ({records:,} records, {commits} commits)")
             bare = _bare_loop(broker.bootstrap, topic, n)
             print(f"bare consume + json.loads: {bare:,.0f} messages/s", flush=True)
         finally:

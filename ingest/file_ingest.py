@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ import pyarrow.compute as pc
 from ingest.catalog import FileHint, load_catalog, save_catalog
 from ingest.discover import LogFile, discover
 from ingest.fingerprint import FileIdentity, Pending, identify
+from ingest.pipeline import OrderedWorker, prefetch
 from ingest.reader import LineBlock, LineReader, Stream, gzip_size_hint, open_log
 from service.errors import SourceError, StorageError
 from storage.commit import CommitReport, SourceBatch, commit_sources, committed_position, open_table
@@ -39,6 +41,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 DEFAULT_BATCH_BYTES = 64 * 1024 * 1024
+PARSE_BYTES = 16 * 1024 * 1024
+"""Lines are parsed in pieces of at most this size (the parser's memory grows with its input), and
+their rows gathered until `batch_bytes` of input is reached for one commit."""
 
 
 class Progress(Protocol):
@@ -134,6 +139,39 @@ class _Batch:
         self.nbytes += block.consumed
 
 
+@dataclass
+class _Pending:
+    """Parsed rows of one or more batches waiting for one commit, and the positions they reach."""
+
+    predictions: list[pa.Table] = field(default_factory=list)
+    quarantine: list[pa.Table] = field(default_factory=list)
+    ends: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Path → (app_id, position reached) for each file read."""
+    nbytes: int = 0
+    lines: int = 0
+    skipped: int = 0
+
+    def add(self, result: Any, batch: _Batch) -> None:
+        self.predictions.append(result.predictions)
+        self.quarantine.append(result.quarantine)
+        for item, block in batch.parts:
+            self.ends[str(item.log.path)] = (item.ident.app_id, block.end)
+        self.nbytes += batch.nbytes
+        self.lines += int(result.lines)
+        self.skipped += int(result.skipped)
+
+    def tables(self) -> tuple[pa.Table, pa.Table]:
+        """All predictions rows and all quarantine rows, each as one table."""
+        return _concat(self.predictions, PREDICTIONS), _concat(self.quarantine, QUARANTINE)
+
+
+def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return schema.empty_table()
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+
 class _LineParser(Protocol):
     def parse(self, lines: pa.Table, *, ingested_at: datetime | None = None) -> Any: ...
 
@@ -176,40 +214,28 @@ class FileIngestor:
         hints = load_catalog(catalog_path)
         self._account_losses(plan, pending_stats, hints, given, table, summary)
         progress.start(sum(_remaining(item) for item in plan))
-        batch = _Batch()
-        stopped = False
         for item in plan:
             item.end = item.position
-            if stopped or (_remaining(item) == 0 and _looks_done(item)):
-                continue
-            read_any = False
-            stream = _reopen(item)
-            if stream is None:
-                continue  # replaced by rotation since it was identified: found again next scan
-            with stream:
-                _seek(stream, item)
-                reader = LineReader(
-                    stream,
-                    item.position,
-                    final=not item.log.live,
-                    max_line_bytes=self.max_line_bytes,
-                    name=str(item.log.path),
-                )
-                for block in reader.blocks():
-                    read_any = True
-                    batch.add(item, block)
-                    item.end = block.end
-                    progress.advance(block.consumed)
-                    if batch.nbytes >= self.batch_bytes:
-                        self._flush(batch, summary)
-                        batch = _Batch()
-                        if should_stop():
-                            stopped = True
-                            break
-            if reader.broken:
-                _warn(summary, f"{reader.broken}; read to byte {item.end}, the rest is tried again next run")
-            summary.files_read += read_any
-        self._flush(batch, summary)
+
+        # Read ahead on one thread, parse on this one, commit in order on a third (ingest/pipeline.py).
+        def commit(pending: _Pending) -> None:
+            self._commit(pending, summary)
+
+        batches = prefetch(self._batches(plan, summary, progress, should_stop))
+        with closing(batches), OrderedWorker(commit, name="hindsight-commit") as committer:
+            pending = _Pending()
+            for batch in batches:
+                result = self._parser.parse(_lines_table(batch), ingested_at=datetime.now(UTC))
+                crash_point("ingest.after_parse")
+                pending.add(result, batch)  # keeps rows and positions; the lines are freed
+                del batch, result
+                if pending.nbytes >= self.batch_bytes:
+                    committer.submit(pending)
+                    pending = _Pending()
+                    if should_stop():
+                        break
+            if pending.nbytes:
+                committer.submit(pending)
         for item in plan:
             hints[item.ident.fingerprint] = FileHint(
                 path=str(item.log.path),
@@ -313,23 +339,55 @@ class FileIngestor:
                 log.info("%s was truncated (copytruncate?) after it had been read to its end", hint.path)
             del hints[fingerprint]
 
-    def _flush(self, batch: _Batch, summary: IngestSummary) -> None:
-        """Parse the batch and commit quarantine, then predictions, each with the files' positions."""
-        if not batch.parts:
-            return
-        lines = _lines_table(batch)
-        result = self._parser.parse(lines, ingested_at=datetime.now(UTC))
-        crash_point("ingest.after_parse")
-        ends: dict[str, tuple[str, int]] = {}
-        for item, block in batch.parts:
-            ends[str(item.log.path)] = (item.ident.app_id, block.end)
-        quarantine = _split(result.quarantine, ends)
-        if any(b.rows.num_rows for b in quarantine):
+    def _batches(
+        self,
+        plan: list[_Planned],
+        summary: IngestSummary,
+        progress: Progress,
+        should_stop: Callable[[], bool],
+    ) -> Generator[_Batch, None, None]:
+        """Batches of about `batch_bytes` of complete lines, files in plan order, each from its position."""
+        batch = _Batch()
+        for item in plan:
+            if _remaining(item) == 0 and _looks_done(item):
+                continue
+            stream = _reopen(item)
+            if stream is None:
+                continue  # replaced by rotation since it was identified: found again next scan
+            read_any = False
+            with stream:
+                _seek(stream, item)
+                reader = LineReader(
+                    stream,
+                    item.position,
+                    final=not item.log.live,
+                    max_line_bytes=self.max_line_bytes,
+                    name=str(item.log.path),
+                )
+                for block in reader.blocks():
+                    read_any = True
+                    batch.add(item, block)
+                    item.end = block.end
+                    progress.advance(block.consumed)
+                    if batch.nbytes >= min(self.batch_bytes, PARSE_BYTES):
+                        yield batch
+                        batch = _Batch()
+                        if should_stop():
+                            return
+            if reader.broken:
+                _warn(summary, f"{reader.broken}; read to byte {item.end}, the rest is tried again next run")
+            summary.files_read += read_any
+        if batch.parts:
+            yield batch
+
+    def _commit(self, pending: _Pending, summary: IngestSummary) -> None:
+        """Commit quarantine, then predictions, each with the positions the batch reached in its files."""
+        ends = pending.ends
+        predictions, bad = pending.tables()
+        quarantine = [b for b in _split(bad, ends) if b.rows.num_rows]
+        if quarantine:
             q_report = commit_sources(
-                self.layout.quarantine,
-                self.layout.lock_file("quarantine"),
-                QUARANTINE,
-                [b for b in quarantine if b.rows.num_rows],
+                self.layout.quarantine, self.layout.lock_file("quarantine"), QUARANTINE, quarantine
             )
             summary.quarantined += q_report.rows_written
             summary.commits += q_report.version is not None
@@ -338,10 +396,10 @@ class FileIngestor:
             self.layout.predictions,
             self.layout.lock_file("predictions"),
             PREDICTIONS,
-            _split(result.predictions, ends),
+            _split(predictions, ends),
         )
         crash_point("ingest.after_commit")
-        _count(summary, report, result, batch)
+        _count(summary, report, predictions, pending)
 
 
 def ingest_files(
@@ -427,12 +485,12 @@ def _split(rows: pa.Table, ends: dict[str, tuple[str, int]]) -> list[SourceBatch
     return batches
 
 
-def _count(summary: IngestSummary, report: CommitReport, result: Any, batch: _Batch) -> None:
+def _count(summary: IngestSummary, report: CommitReport, predictions: pa.Table, pending: _Pending) -> None:
     summary.commits += report.version is not None
     summary.records += report.rows_written
-    summary.lines += int(result.lines)
-    summary.skipped += int(result.skipped)
-    summary.bytes_read += batch.nbytes
-    if report.rows_written and result.predictions.num_rows:
-        days = pc.unique(result.predictions["day"]).to_pylist()
+    summary.lines += pending.lines
+    summary.skipped += pending.skipped
+    summary.bytes_read += pending.nbytes
+    if report.rows_written and predictions.num_rows:
+        days = pc.unique(predictions["day"]).to_pylist()
         summary.days.update(d for d in days if d is not None)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest.kafka_batch import PendingBatch, build_lines
+from ingest.parser import LineParser
 from storage.commit import SourceBatch, commit_sources, committed_position, open_table
 from storage.layout import Layout
 from storage.schemas import PREDICTIONS, QUARANTINE
@@ -93,3 +97,40 @@ def table_positions(root: Path, names: PartitionNames, partitions: list[int]) ->
     """The next offset to read of each partition, as committed to the predictions table (None: never)."""
     table = open_table(Layout(root).predictions)
     return {p: committed_position(table, names.app_id(p)) for p in partitions}
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """One gathered batch after parsing and committing: counts for the summary, positions reached."""
+
+    messages: int
+    tombstones: int
+    skipped: int
+    quarantined: int
+    days: frozenset[date]
+    ends: dict[int, int]
+    commit: BatchCommit
+    parse_seconds: float
+    commit_seconds: float
+
+
+def ingest_batch(root: Path, names: PartitionNames, parser: LineParser, batch: PendingBatch) -> BatchOutcome:
+    """Build the parser input of `batch`, parse it and commit it (runs on the committer thread)."""
+    started = time.monotonic()
+    ends = batch.ends()
+    lines = build_lines(batch, {p: names.source(p) for p in ends})
+    parsed = parser.parse(lines.lines, ingested_at=datetime.now(UTC))
+    parsed_at = time.monotonic()
+    result = commit_batch(root, names, ends, parsed.predictions, parsed.quarantine)
+    days = pc.unique(parsed.predictions["day"]).to_pylist() if parsed.predictions.num_rows else []
+    return BatchOutcome(
+        messages=len(batch),
+        tombstones=lines.tombstones,
+        skipped=parsed.skipped,
+        quarantined=parsed.quarantined,
+        days=frozenset(days),
+        ends=ends,
+        commit=result,
+        parse_seconds=parsed_at - started,
+        commit_seconds=time.monotonic() - parsed_at,
+    )

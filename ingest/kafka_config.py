@@ -96,8 +96,6 @@ class KafkaSource:
             "session.timeout.ms": self.session_timeout_ms,
             "heartbeat.interval.ms": self.heartbeat_interval_ms,
             "isolation.level": "read_committed",  # never ingest records of aborted transactions
-            "queued.max.messages.kbytes": 262_144,  # let the fetcher run ahead while we commit
-            "fetch.max.bytes": 52_428_800,
         }
         config.update(self.options)
         config["auto.offset.reset"] = self.auto_offset_reset

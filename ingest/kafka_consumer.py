@@ -19,16 +19,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
-import pyarrow.compute as pc
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
-from ingest.kafka_batch import PendingBatch, build_lines
-from ingest.kafka_commit import commit_batch, table_positions
+from ingest.kafka_batch import PendingBatch
+from ingest.kafka_commit import BatchOutcome, ingest_batch, table_positions
 from ingest.kafka_config import BatchRules, KafkaSource
 from ingest.kafka_reach import Backoff, probe, unavailable, wait_for_topic
 from ingest.parser import LineParser
@@ -147,6 +147,8 @@ class _Ingestor:
         self.last_activity = time.monotonic()
         self.last_progress = time.monotonic()
         self.first_message: float | None = None
+        self.in_flight: Future[BatchOutcome] | None = None
+        self.committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hindsight-kafka-commit")
         self.summary = KafkaIngestSummary(topic=source.topic, group=source.group)
         try:
             self.consumer = Consumer(
@@ -194,18 +196,19 @@ class _Ingestor:
             now = time.monotonic()
             if messages:
                 self._gather(messages, now)
+            self._collect(block=False)
             if self.pending and (
                 len(self.pending) >= self.rules.max_messages
                 or now - self.batch_started >= self.rules.max_seconds
             ):
-                self._flush()
+                self._flush(wait=False)
             self._watch_broker(now)
             if self._idle_for_long(now):
                 self.summary.stopped_by = "idle"
                 break
         else:
             self.summary.stopped_by = "signal"
-        self._flush()
+        self._flush(wait=True)
         self._commit_offsets(sync=True)
 
     def _wait_seconds(self) -> float:
@@ -233,39 +236,57 @@ class _Ingestor:
     def _idle_for_long(self, now: float) -> bool:
         # The idle clock starts at the first assignment (possibly empty): a join can take a session
         # timeout or more while the coordinator waits for members that died, and that is not idleness.
-        if self.rules.until_idle is None or self.pending or not self.joined or self.down_since is not None:
+        if self.rules.until_idle is None or self.pending or self.in_flight or not self.joined:
+            return False
+        if self.down_since is not None:
             return False
         return now - self.last_activity >= self.rules.until_idle
 
     # -- committing -------------------------------------------------------------------------
 
-    def _flush(self) -> None:
-        """Parse and commit the gathered batch, then move Kafka's offsets; a no-op when empty."""
-        if not self.pending or self.failed:
+    def _flush(self, *, wait: bool) -> None:
+        """Hand the gathered batch to the committer thread; with `wait`, also see it committed.
+
+        One batch is in flight at most: the next waits for the previous, so commits stay in order
+        and consuming overlaps with parsing and committing.
+        """
+        self._collect(block=True)
+        if self.pending and not self.failed:
+            batch, self.pending = self.pending, PendingBatch()
+            self.in_flight = self.committer.submit(ingest_batch, self.root, self.names, self.parser, batch)
+        if wait:
+            self._collect(block=True)
+
+    def _collect(self, *, block: bool) -> None:
+        """Apply the outcome of the batch in flight (when done, or waiting for it with `block`)."""
+        future = self.in_flight
+        if future is None or not (block or future.done()):
             return
-        ends = self.pending.ends()
-        lines = build_lines(self.pending, {p: self.names.source(p) for p in ends})
-        parsed = self.parser.parse(lines.lines, ingested_at=datetime.now(UTC))
-        result = commit_batch(self.root, self.names, ends, parsed.predictions, parsed.quarantine)
+        self.in_flight = None
+        outcome = future.result()  # re-raises what the committer thread raised
+        result = outcome.commit
         summary = self.summary
-        summary.messages += len(self.pending)
+        summary.messages += outcome.messages
         summary.records += result.rows_written
         summary.duplicates_dropped += result.rows_already_committed
-        summary.skipped += parsed.skipped
-        summary.quarantined += parsed.quarantined
-        summary.tombstones += lines.tombstones
-        summary.partitions.update(ends)
+        summary.skipped += outcome.skipped
+        summary.quarantined += outcome.quarantined
+        summary.tombstones += outcome.tombstones
+        summary.partitions.update(outcome.ends)
         summary.positions.update(result.positions)
+        summary.days.update(outcome.days)
         summary.commits += 1
         if self.first_message is not None:
             summary.busy_seconds = time.monotonic() - self.first_message
-        if parsed.predictions.num_rows:
-            summary.days.update(pc.unique(parsed.predictions["day"]).to_pylist())
-        messages = len(self.pending)
-        self.pending.clear()
+        log.debug(
+            "batch of %d messages: parse %.3f s, commit %.3f s",
+            outcome.messages,
+            outcome.parse_seconds,
+            outcome.commit_seconds,
+        )
         for partition, position in result.stale.items():
             self._fenced(partition, position)
-        self._log_progress(messages, result.rows_written)
+        self._log_progress(outcome.messages, result.rows_written)
         self._commit_offsets(sync=False, positions=result.positions)
 
     def _fenced(self, partition: int, position: int) -> None:
@@ -278,6 +299,8 @@ class _Ingestor:
             partition,
             position,
         )
+        self.pending.drop_partitions({partition})  # read past a position that is not ours
+        self.last_activity = time.monotonic()  # there is reading to redo: not idle
         if partition in self.assigned:
             try:
                 self.consumer.seek(TopicPartition(self.source.topic, partition, position))
@@ -319,6 +342,7 @@ class _Ingestor:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
+            self._collect(block=True)  # positions are read from the table: let our last commit land
             positions = table_positions(self.root, self.names, [tp.partition for tp in partitions])
             start = OFFSET_BEGINNING if self.source.auto_offset_reset == "earliest" else OFFSET_END
             for tp in partitions:
@@ -343,9 +367,9 @@ class _Ingestor:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {tp.partition for tp in partitions}
         try:
-            if self.pending:
+            if self.pending or self.in_flight:
                 log.info("partitions %s revoked: committing the current batch first", sorted(revoked))
-            self._flush()
+            self._flush(wait=True)
             self._commit_offsets(sync=True)
         except BaseException as exc:
             self.callback_error = exc
@@ -356,6 +380,11 @@ class _Ingestor:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {tp.partition for tp in partitions}
+        try:
+            self._collect(block=True)  # a commit in flight is harmless: the table fences stale rows
+        except BaseException as exc:
+            self.callback_error = exc
+            self.failed = True
         dropped = self.pending.drop_partitions(lost)
         log.warning(
             "partitions %s lost (session expired); dropped %d uncommitted messages, "
@@ -410,7 +439,7 @@ class _Ingestor:
         except KafkaException as exc:
             elapsed = now - self.down_since
             if elapsed >= self.rules.give_up_after:
-                self._flush()  # the table does not need the broker: keep what we have
+                self._flush(wait=True)  # the table does not need the broker: keep what we have
                 raise unavailable(self.source.bootstrap, elapsed, exc) from exc
             delay = self.probe_backoff.next_delay()
             self.next_probe = time.monotonic() + delay
@@ -433,6 +462,7 @@ class _Ingestor:
         self.last_activity = now
 
     def _close(self) -> None:
+        self.committer.shutdown(wait=True)  # never leave a commit half-way through the protocol
         try:
             self.consumer.close()  # leaves the group; on_revoke has nothing left to commit
         except (KafkaException, RuntimeError) as exc:

@@ -17,6 +17,10 @@ cannot push expressions down and evaluate them twice.
 
 from __future__ import annotations
 
+TS_RANGE = ("1900-01-01 00:00:00+00", "2199-12-31 23:59:59.999999+00")
+"""Timestamps outside this range are quarantined: they are typos or unit mistakes, and would not
+round-trip through every client (Python's datetime stops at year 9999)."""
+
 QUERY_LOGGER = "dku.apinode.audit.queries"
 QUERY_TOPIC = "apinode-query"
 PREDICTION_MSG_TYPE = "prediction-query"
@@ -177,7 +181,8 @@ def build_lines_query() -> str:
 WITH
 l AS (
     SELECT idx, source, source_position, line_bytes, n_bytes, fallback_ts, s,
-        CASE WHEN line_bytes > n_bytes THEN 'long'
+        CASE WHEN n_bytes IS NULL THEN 'null'
+             WHEN line_bytes > n_bytes THEN 'long'
              WHEN s IS NULL THEN 'utf8'
              WHEN json_valid(s) THEN 'ok'
              WHEN regexp_full_match(s, '\\s*') THEN 'blank'
@@ -237,6 +242,7 @@ c AS (
         CASE st
             WHEN 'long' THEN 'line of ' || line_bytes || ' bytes exceeds the reader''s line size limit (only '
                              || n_bytes || ' bytes were read)'
+            WHEN 'null' THEN 'no line: the input row holds NULL'
             WHEN 'utf8' THEN 'not valid UTF-8'
             WHEN 'json' THEN CASE WHEN starts_with(s, '{{"timestamp" : "')
                                   THEN 'not valid JSON (envelope A whose message is not JSON)'
@@ -252,6 +258,9 @@ c AS (
                 WHEN tsj IS NULL AND fallback_ts IS NULL
                     THEN 'missing timestamp: the event has none and no fallback timestamp was given'
                 WHEN ts IS NULL THEN 'bad timestamp: ' || hs_cut(tsj)
+                WHEN NOT ts BETWEEN TIMESTAMPTZ '{TS_RANGE[0]}' AND TIMESTAMPTZ '{TS_RANGE[1]}'
+                    THEN 'timestamp out of range ({TS_RANGE[0][:4]} to {TS_RANGE[1][:4]}): '
+                         || coalesce(hs_cut(tsj), 'fallback ' || fallback_ts::VARCHAR)
                 WHEN is_batch THEN NULL
                 WHEN hs_present(f[{m["features"]}]) AND left(f[{m["features"]}], 1) <> '{{'
                     THEN 'features is not a JSON object but ' || hs_kind(f[{m["features"]}])
@@ -275,7 +284,7 @@ o AS (
 SELECT kind, idx,
     CASE WHEN kind IN (0, 3) THEN md5(s) END AS record_id,
     ts,
-    CAST(timezone('UTC', ts) AS DATE) AS day,
+    NULL::DATE AS day,  -- filled in by the parser from ts (an Arrow cast is cheaper than ICU here)
     hs_str(f[{m["serviceId"]}]) AS service_id,
     hs_str(f[{m["endpointId"]}]) AS endpoint_id,
     coalesce(hs_str(f[{m["serviceGenerationId"]}]), CASE WHEN list_contains(mk, 'serviceGeneration')
@@ -342,9 +351,10 @@ a AS (
     FROM batch_in
 ),
 b AS (
-    SELECT *, from_json(items_json, '["JSON"]') AS items, from_json(results_json, '["JSON"]') AS results FROM a
+    SELECT *, from_json(items_json, '["JSON"]') AS items, from_json(results_json, '["JSON"]') AS results
+    FROM a
 ),
-c AS (
+c AS MATERIALIZED (
     SELECT *,
         CASE WHEN items IS NULL THEN 'batch: items is not an array but ' || hs_kind(items_json)
              WHEN results IS NULL THEN 'batch: results is not an array but ' || hs_kind(results_json)

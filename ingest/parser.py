@@ -13,13 +13,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.parse_sql import BATCH_QUERY, LINES_QUERY, MACROS
-from service.errors import ConfigError
+from service.errors import ConfigError, InputError
 from storage.schemas import PREDICTIONS, QUARANTINE
 
 RAW_LIMIT = 64 * 1024
 """`quarantine.raw` keeps at most this many bytes of a line (its full size is in `raw_bytes`)."""
 
 _INPUT_TS = pa.timestamp("us", tz="UTC")
+_SCAN_BATCH_ROWS = 8192
+_REQUIRED = ("line", "source", "source_position", "line_bytes")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,12 @@ class LineParser:
 
     def parse(self, lines: pa.Table, *, ingested_at: datetime | None = None) -> ParseResult:
         """Parse `lines` (line, source, source_position, line_bytes[, fallback_ts]); bad lines never raise."""
+        missing = [name for name in _REQUIRED if name not in lines.column_names]
+        if missing:
+            raise InputError(
+                f"the lines table lacks column(s) {', '.join(missing)}; it needs {', '.join(_REQUIRED)}",
+                details={"missing": missing, "columns": lines.column_names},
+            )
         ingested = _utc(ingested_at)
         prepared = _prepare(lines)
         out = self._run_resilient(prepared)
@@ -133,7 +141,7 @@ def _prepare(lines: pa.Table) -> pa.Table:
         fallback = lines.column("fallback_ts").cast(_INPUT_TS)
     else:
         fallback = pa.nulls(n, _INPUT_TS)
-    return pa.table(
+    table = pa.table(
         {
             "idx": pa.array(np.arange(n, dtype=np.int64)),
             "s": text,
@@ -144,6 +152,8 @@ def _prepare(lines: pa.Table) -> pa.Table:
             "fallback_ts": fallback,
         }
     )
+    # DuckDB scans an Arrow table with one thread per record batch: slice (zero-copy) so all cores work
+    return pa.Table.from_batches(table.to_batches(max_chunksize=_SCAN_BATCH_ROWS), table.schema)
 
 
 def _as_utf8(raw: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -186,6 +196,7 @@ def _kind_rows(idx: pa.Array | pa.ChunkedArray, kind: int, reason: str | None) -
 
 
 def _assemble(out: pa.Table, lines: pa.Table, prepared: pa.Table, ingested: datetime) -> ParseResult:
+    """Split the query output by kind into the two tables and the counts."""
     kind = out.column("kind").to_numpy()
     n_records = int(np.count_nonzero(kind == 0))
     n_quarantined = int(np.count_nonzero(kind == 1))
@@ -203,6 +214,7 @@ def _assemble(out: pa.Table, lines: pa.Table, prepared: pa.Table, ingested: date
 
 
 def _predictions(records: pa.Table, ingested: datetime) -> pa.Table:
+    """The kind-0 rows as a PREDICTIONS table (UTC `ts`, its UTC `day`, one `ingested_at`)."""
     n = records.num_rows
     if n == 0:
         return PREDICTIONS.empty_table()
@@ -211,23 +223,24 @@ def _predictions(records: pa.Table, ingested: datetime) -> pa.Table:
     for field in PREDICTIONS:
         if field.name == "ts":
             columns["ts"] = ts
+        elif field.name == "day":
+            columns["day"] = ts.cast(pa.date32())  # the UTC date: ts is tagged UTC, so Arrow casts in UTC
         elif field.name == "ingested_at":
-            columns["ingested_at"] = pa.array(np.full(n, _micros(ingested), dtype=np.int64), pa.int64()).cast(
-                _INPUT_TS
-            )
+            columns["ingested_at"] = pa.repeat(pa.scalar(ingested, _INPUT_TS), n)
         else:
             columns[field.name] = records.column(field.name).cast(field.type)
     return pa.table(columns, schema=PREDICTIONS)
 
 
 def _quarantine(bad: pa.Table, lines: pa.Table, prepared: pa.Table, ingested: datetime) -> pa.Table:
+    """The kind-1 rows as a QUARANTINE table; `raw` is rebuilt in Python from the input bytes (rare)."""
     if bad.num_rows == 0:
         return QUARANTINE.empty_table()
     rows = bad.column("idx").to_numpy()
     picked = lines.take(pa.array(rows))
     raw_lines = picked.column("line").to_pylist()
-    n_bytes = prepared.column("n_bytes").take(pa.array(rows)).to_numpy()
-    line_bytes = picked.column("line_bytes").to_numpy()
+    n_bytes = pc.fill_null(prepared.column("n_bytes").take(pa.array(rows)), 0).to_numpy()
+    line_bytes = pc.fill_null(picked.column("line_bytes"), 0).to_numpy()
     n = bad.num_rows
     return pa.table(
         {
@@ -236,8 +249,8 @@ def _quarantine(bad: pa.Table, lines: pa.Table, prepared: pa.Table, ingested: da
             "reason": bad.column("reason").cast(pa.string()),
             "raw": pa.array([_raw_text(b) for b in raw_lines], pa.string()),
             "raw_bytes": pa.array(np.maximum(n_bytes, line_bytes).astype(np.int64)),
-            "ingested_at": pa.array([ingested] * n, _INPUT_TS),
-            "day": pa.array([ingested.date()] * n, pa.date32()),
+            "ingested_at": pa.repeat(pa.scalar(ingested, _INPUT_TS), n),
+            "day": pa.repeat(pa.scalar(ingested.date(), pa.date32()), n),
         },
         schema=QUARANTINE,
     )
@@ -260,7 +273,3 @@ def _raw_text(line: bytes | str | None) -> str:
             if byte & 0x80 == 0:
                 break
     return data.decode("utf-8", errors="replace")
-
-
-def _micros(when: datetime) -> int:
-    return int(when.timestamp()) * 1_000_000 + when.microsecond

@@ -89,7 +89,7 @@ def files_command(
         batch_bytes=ingest.batch_bytes,
     )
     total = IngestSummary()
-    with _progress() as bar:
+    with _ProgressContext() as bar:
         if not follow:
             total = ingestor.run(paths, progress=bar)
         else:
@@ -105,7 +105,7 @@ def files_command(
     typer.echo(to_json(total.to_dict()) if fmt is SummaryFormat.json else total.line())
 
 
-class _progress:
+class _ProgressContext:
     """A progress bar on a terminal, nothing otherwise (context manager)."""
 
     def __init__(self) -> None:

@@ -49,9 +49,9 @@ def kafka_command(
 ) -> None:
     """Consume DSS query log lines from a Kafka topic into the predictions table, exactly once.
 
-    Runs until SIGTERM/SIGINT (the current batch is committed first) or, with --until-idle, until
-    the topic has been quiet that long. Settings can also live in the [kafka] section of
-    hindsight.toml; flags win.
+    Runs until SIGTERM or SIGINT (the current batch is committed first), or with --until-idle
+    until the topic has been quiet that long. Settings can also live in the kafka section of
+    hindsight.toml (librdkafka options under kafka.options); flags win.
 
     Example: hindsight ingest kafka --bootstrap kafka1:9092 --topic dku-apinode-audit --group hindsight
     """

@@ -17,7 +17,8 @@ def import_command(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="CSV, JSONL or Parquet file of outcomes.")],
     input_format: Annotated[
-        str | None, typer.Option("--input-format", help="csv, jsonl or parquet (default: from the extension).")
+        str | None,
+        typer.Option("--input-format", help="csv, jsonl or parquet (default: from the extension)."),
     ] = None,
     fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.table,
 ) -> None:

@@ -28,7 +28,9 @@ def api_config(settings: Settings) -> ApiConfig:
 
 def serve(
     ctx: typer.Context,
-    host: Annotated[str | None, typer.Option("--host", help="Interface to listen on (default 127.0.0.1).")] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Interface to listen on (default 127.0.0.1).")
+    ] = None,
     port: Annotated[int | None, typer.Option("--port", help="TCP port (default 8000).")] = None,
 ) -> None:
     """Serve the REST API: POST /v1/outcomes, GET /v1/outcomes, /v1/predictions/{id}, admin keys.

@@ -1,25 +1,57 @@
-"""Evaluation views: predictions joined to outcomes under the declared policies (labelled, coverage, unmatched)."""
+"""Evaluation views: predictions joined to outcomes under the policies (labelled, coverage, unmatched)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
+import pyarrow as pa
 
 from storage.commit import open_table
 from storage.label_sql import (
     OUTCOMES_SOURCE,
+    PREDICTIONS_SOURCE,
     create_policies_table,
     labelled_macro,
     unmatched_macro,
 )
-from storage.schemas import OUTCOMES
-from storage.views import ViewContext, ViewSpec, register_view
+from storage.layout import Layout
+from storage.schemas import OUTCOMES, PREDICTIONS
+from storage.views import ViewContext, ViewSpec, quote_ident, quote_literal, register_view
 
 
-def _create_labelled_as_of(con: duckdb.DuckDBPyConnection, context: ViewContext) -> None:
-    # The outcomes Delta table is read directly (not through the `outcomes` view) so these views do not
-    # depend on the order in which view modules are imported.
-    table = open_table(context.outcomes)
-    con.register(OUTCOMES_SOURCE, OUTCOMES.empty_table() if table is None else table.to_pyarrow_dataset())
+def _parquet_source(con: duckdb.DuckDBPyConnection, name: str, path: Path, schema: pa.Schema) -> None:
+    """`name`: a view over the Parquet files of the Delta table's current snapshot, read natively by DuckDB.
+
+    DuckDB's own Parquet reader is parallel and knows row counts; through a pyarrow dataset the same
+    scan of 1M predictions took 1.25 s instead of 0.07 s (measured), and the planner saw ~1 row. The
+    file list is the snapshot's (`file_uris()`), so uncommitted or removed files are never read.
+    """
+    table = open_table(path)
+    files = [] if table is None else table.file_uris()
+    columns = ", ".join(quote_ident(n) for n in schema.names)
+    if not files:
+        con.register(f"{name}_empty", schema.empty_table())
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {columns} FROM {name}_empty")
+        return
+    partitions = {field.name for field in schema if any(f"/{field.name}=" in f for f in files[:1])}
+    hive_types = ", ".join(f"{quote_literal(n)}: '{_HIVE_TYPES[n]}'" for n in sorted(partitions))
+    listing = ", ".join(quote_literal(f) for f in files)
+    con.execute(
+        f"""CREATE OR REPLACE TEMP VIEW {name} AS SELECT {columns} FROM read_parquet([{listing}],
+            hive_partitioning = {str(bool(partitions)).lower()}, union_by_name = true
+            {f", hive_types = {{{hive_types}}}" if partitions else ""})"""
+    )
+
+
+_HIVE_TYPES = {"day": "DATE"}
+"""Types of the partition columns (their values live in the file paths, not in the files)."""
+
+
+def _create_labelled_as_of(con: duckdb.DuckDBPyConnection, layout: Layout) -> None:
+    context = ViewContext.of(layout)
+    _parquet_source(con, PREDICTIONS_SOURCE, context.predictions, PREDICTIONS)
+    _parquet_source(con, OUTCOMES_SOURCE, context.outcomes, OUTCOMES)
     create_policies_table(con, context.policies)
     # Arrow scans carry no row-count statistics, so DuckDB estimates ~1 row and would turn the ASOF join
     # into a nested loop (measured: 54 s on 100k rows); always take the sort-merge ASOF plan.
@@ -27,16 +59,19 @@ def _create_labelled_as_of(con: duckdb.DuckDBPyConnection, context: ViewContext)
     con.execute(labelled_macro(context.policies))
 
 
-def _create_labelled(con: duckdb.DuckDBPyConnection, context: ViewContext) -> None:
+def _create_labelled(con: duckdb.DuckDBPyConnection, layout: Layout) -> None:
     con.execute("CREATE OR REPLACE TEMP VIEW labelled AS SELECT * FROM labelled_as_of(now())")
 
 
-def _create_unmatched(con: duckdb.DuckDBPyConnection, context: ViewContext) -> None:
+def _create_unmatched(con: duckdb.DuckDBPyConnection, layout: Layout) -> None:
+    context = ViewContext.of(layout)
     con.execute(unmatched_macro(context.policies))
-    con.execute("CREATE OR REPLACE TEMP VIEW unmatched_outcomes AS SELECT * FROM unmatched_outcomes_as_of(now())")
+    con.execute(
+        "CREATE OR REPLACE TEMP VIEW unmatched_outcomes AS SELECT * FROM unmatched_outcomes_as_of(now())"
+    )
 
 
-def _create_coverage(con: duckdb.DuckDBPyConnection, context: ViewContext) -> None:
+def _create_coverage(con: duckdb.DuckDBPyConnection, layout: Layout) -> None:
     con.execute(
         """CREATE OR REPLACE TEMP VIEW label_coverage AS
         SELECT service_id, endpoint_id, outcome_type, day,

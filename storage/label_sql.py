@@ -15,12 +15,13 @@ from storage.policies import DEFAULT_OUTCOME_TYPE, Policy
 from storage.views import quote_ident, quote_literal
 
 POLICIES_TABLE = "_hs_policies"
-OUTCOMES_SOURCE = "_hs_outcomes_table"
+PREDICTIONS_SOURCE = "_hs_predictions"  # the predictions table, read natively (evaluation_views)
+OUTCOMES_SOURCE = "_hs_outcomes"  # the outcomes table, read natively
 SEPARATOR = "chr(31)"  # joins the parts of a multi-path key; unit separator, never in sane ids
 
 UNMATCHED_REASONS: dict[str, str] = {
-    "superseded by a later outcome": "it was attributed, but every prediction it went to took a later outcome "
-    "of the same type (a correction, or a later event for the same key)",
+    "superseded by a later outcome": "it was attributed, but every prediction it went to took a later "
+    "outcome of the same type (a correction, or a later event for the same key)",
     "no policy for outcome_type": "no policy of its endpoint (or of any endpoint, when it names none) uses "
     "this outcome_type; without a policy only 'label' joins, on record_id",
     "no policy joins on this target": "a policy uses this outcome_type but joins on other paths than the "
@@ -81,9 +82,7 @@ def _pointer(path: str) -> str:
 
 
 def _prediction_key(spec: tuple[str, ...]) -> str:
-    parts = [
-        f"json_extract_string(p.{quote_ident(path.split('.')[0])}, {_pointer(path)})" for path in spec
-    ]
+    parts = [f"json_extract_string(p.{quote_ident(path.split('.')[0])}, {_pointer(path)})" for path in spec]
     return f" || {SEPARATOR} || ".join(parts)
 
 
@@ -108,8 +107,8 @@ def _ctes(policies: Sequence[Policy]) -> str:
         -- keyed predictions: one row per prediction and policy of its endpoint (or the default),
         -- the join key extracted once per row
         SELECT p.record_id, p.ts, p.service_id, p.endpoint_id, coalesce(pol.policy_id, 0) AS policy_id,
-               {_case(specs, _prediction_key, 'pol')} AS jkey
-        FROM predictions p
+               {_case(specs, _prediction_key, "pol")} AS jkey
+        FROM {PREDICTIONS_SOURCE} p
         LEFT JOIN {POLICIES_TABLE} pol
                ON pol.service_id = p.service_id AND pol.endpoint_id = p.endpoint_id AND pol.policy_id > 0
         WHERE p.ts <= as_of
@@ -194,7 +193,7 @@ def labelled_macro(policies: Sequence[Policy]) -> str:
                 THEN p.ts + pol.maturity END AS labelled_at,
            labelled_at - p.ts AS label_delay,
            w.outcome_id, w.occurred_at AS outcome_occurred_at
-    FROM predictions p
+    FROM {PREDICTIONS_SOURCE} p
     LEFT JOIN {POLICIES_TABLE} pol
            ON pol.service_id = p.service_id AND pol.endpoint_id = p.endpoint_id AND pol.policy_id > 0
     LEFT JOIN won w ON w.record_id = p.record_id AND w.policy_id = coalesce(pol.policy_id, 0)

@@ -17,6 +17,7 @@ import duckdb
 import numpy as np
 
 from service.errors import InputError, QueryError
+from storage.label_sql import PREDICTIONS_SOURCE
 from storage.policies import Policy
 from storage.views import connect
 
@@ -104,7 +105,9 @@ def parse_endpoint(text: str) -> tuple[str, str]:
     return service, endpoint
 
 
-def evaluate(root: Path | str, query: MetricsQuery, *, policies: Sequence[Policy] | None = None) -> list[dict[str, Any]]:
+def evaluate(
+    root: Path | str, query: MetricsQuery, *, policies: Sequence[Policy] | None = None
+) -> list[dict[str, Any]]:
     """Open the views over `root` (policies None: from `<root>/hindsight.toml`) and compute the metrics."""
     con = connect(root, policies=policies)
     try:
@@ -149,7 +152,8 @@ def compute_metrics(con: duckdb.DuckDBPyConnection, query: MetricsQuery) -> list
 
 
 def _filters(query: MetricsQuery) -> tuple[str, list[Any]]:
-    clauses, params = ["true"], []
+    clauses: list[str] = ["true"]
+    params: list[Any] = []
     if query.endpoint is not None:
         clauses.append("service_id = ? AND endpoint_id = ?")
         params.extend(query.endpoint)
@@ -167,10 +171,11 @@ def _groups(con: duckdb.DuckDBPyConnection, query: MetricsQuery) -> list[_Group]
     where, params = _filters(query)
     stats = con.execute(
         f"""SELECT service_id, endpoint_id, count(probas) AS with_probas,
-                   min(list_sort(map_keys(probas))) AS min_classes, max(list_sort(map_keys(probas))) AS max_classes,
+                   min(list_sort(map_keys(probas))) AS min_classes,
+                   max(list_sort(map_keys(probas))) AS max_classes,
                    count(prediction_value) AS with_value,
                    count(prediction) FILTER (WHERE TRY_CAST(prediction AS DOUBLE) IS NULL) AS with_text
-            FROM predictions WHERE {where} GROUP BY ALL""",
+            FROM {PREDICTIONS_SOURCE} WHERE {where} GROUP BY ALL""",
         params,
     ).fetchall()
     policies = con.execute(
@@ -184,7 +189,7 @@ def _groups(con: duckdb.DuckDBPyConnection, query: MetricsQuery) -> list[_Group]
             if positive is not None or two_classes:
                 # Without a declared positive, the greater class name is positive (scikit-learn's order).
                 task, pos = "binary", positive if positive is not None else max_classes[1]
-            elif with_probas == 0 and with_value > 0 or with_probas == 0 and with_text == 0:
+            elif (with_probas == 0 and with_value > 0) or (with_probas == 0 and with_text == 0):
                 task, pos = "regression", None
             else:
                 task, pos = "multiclass", None
@@ -199,7 +204,7 @@ def _materialise(con: duckdb.DuckDBPyConnection, query: MetricsQuery, groups: li
     for group in groups:
         whens.append(
             "WHEN service_id IS NOT DISTINCT FROM ? AND endpoint_id IS NOT DISTINCT FROM ? "
-            "AND outcome_type = ? THEN {'task': ?, 'pos': ?}"
+            "AND outcome_type = ? THEN {'task': ?::VARCHAR, 'pos': ?::VARCHAR}"
         )
         case_params.extend(
             [group.service_id, group.endpoint_id, group.outcome_type, group.task, group.positive]
@@ -256,8 +261,8 @@ def _binary(con: duckdb.DuckDBPyConnection) -> dict[tuple[Any, ...], dict[str, A
     return _keyed(
         con,
         f"""WITH b AS (
-                SELECT {_KEY}, (label = pos)::INTEGER AS y, coalesce(prediction = pos, false)::INTEGER AS yhat,
-                       score
+                SELECT {_KEY}, (label = pos)::INTEGER AS y,
+                       coalesce(prediction = pos, false)::INTEGER AS yhat, score
                 FROM _hs_eval WHERE task = 'binary' AND {_LABELLED})
             SELECT {_KEY}, avg(y) AS positive_rate, avg((y = yhat)::INTEGER) AS accuracy,
                    sum(y * yhat) / nullif(sum(yhat), 0) AS precision,
@@ -360,3 +365,24 @@ def _regression(con: duckdb.DuckDBPyConnection) -> dict[tuple[Any, ...], dict[st
                        1 - sum((y - yhat) ** 2) / sum(centred ** 2) END AS r2
             FROM r GROUP BY ALL""",
     )
+
+
+def metrics_table(
+    rows: Sequence[dict[str, Any]], *, compact: bool = False
+) -> tuple[list[str], list[list[Any]]]:
+    """Flat columns and values for table/CSV output: the common columns, then those of the tasks present
+    (the calibration table is left out; it is in the JSON output). `compact` keeps what fits a terminal:
+    SERVICE/ENDPOINT in one column, no per-state counts."""
+    columns = list(COMMON_COLUMNS)
+    for task, names in TASK_COLUMNS.items():
+        if any(row["task"] == task for row in rows):
+            columns.extend(name for name in names if name not in columns)
+    values = [[row.get(name) for name in columns] for row in rows]
+    if not compact:
+        return columns, values
+    dropped = {"service_id", "endpoint_id", "task", "n_observed", "n_implicit", "n_pending", "pending_share"}
+    keep = [i for i, name in enumerate(columns) if name not in dropped]
+    return ["endpoint", *[columns[i] for i in keep]], [
+        [f"{row['service_id']}/{row['endpoint_id']}", *[v[i] for i in keep]]
+        for row, v in zip(rows, values, strict=True)
+    ]

@@ -147,7 +147,9 @@ def validate_file(path: Path, fmt: str | None = None) -> list[Outcome]:
     return parse_outcomes(read_outcome_file(path, file_format(path, fmt)))
 
 
-def import_outcomes(root: Path, path: Path, *, fmt: str | None = None, group_commit_ms: float = 0.0) -> ImportReport:
+def import_outcomes(
+    root: Path, path: Path, *, fmt: str | None = None, group_commit_ms: float = 0.0
+) -> ImportReport:
     """Validate a file, store its outcomes in the intake log (one transaction), then flush to Delta."""
     chosen = file_format(path, fmt)
     outcomes = parse_outcomes(read_outcome_file(path, chosen))

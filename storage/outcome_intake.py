@@ -317,7 +317,7 @@ class IntakeLog:
         return results
 
     def _known_fingerprints(self, group: list[_Submission]) -> dict[str, bytes]:
-        wanted = list({o.outcome_id for sub in group for o in sub.outcomes})
+        wanted = list({o.outcome_id for sub in group for o in sub.outcomes if not o.generated_id})
         known: dict[str, bytes] = {}
         for start in range(0, len(wanted), _LOOKUP_CHUNK):
             chunk = wanted[start : start + _LOOKUP_CHUNK]

@@ -12,13 +12,14 @@ details name each bad field with its item index. Nothing here does I/O.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import math
+import os
 import re
-import uuid
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import orjson
 from pydantic import (
@@ -107,9 +108,11 @@ class OutcomeBatchIn(BaseModel):
 _ADAPTER: TypeAdapter[list[OutcomeIn]] = TypeAdapter(list[OutcomeIn])
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """One validated, normalised outcome (everything but received_at, key_id and intake_seq)."""
+class Outcome(NamedTuple):
+    """One validated, normalised outcome (everything but received_at, key_id and intake_seq).
+
+    A NamedTuple rather than a frozen dataclass: building 10,000 of them is a third of the cost.
+    """
 
     outcome_id: str
     record_id: str | None
@@ -123,6 +126,7 @@ class Outcome:
     occurred_at_us: int | None
     attributes: str | None
     fingerprint: bytes
+    generated_id: bool = False  # the server made the id up (uuid4): it cannot be stored already
 
     def occurred_or(self, received_at_us: int) -> int:
         """occurred_at in microseconds since the epoch, defaulting to the time of receipt."""
@@ -151,6 +155,7 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
 
 
+@functools.lru_cache(maxsize=4096)  # batches often repeat timestamps; parsing is the costly part
 def _epoch_us(text: str) -> int:
     """Microseconds since the epoch of an RFC 3339 text (already matched by the pattern)."""
     if len(text) > 32:  # fromisoformat takes at most 6 fraction digits: cut nanoseconds (truncation)
@@ -160,16 +165,57 @@ def _epoch_us(text: str) -> int:
     return (dt.datetime.fromisoformat(text.upper()) - _EPOCH) // _MICROSECOND
 
 
-def normalise(item: OutcomeIn) -> Outcome:
-    """Turn a validated outcome into its stored form and fingerprint (ValueError for an impossible date)."""
+_RANDOM_POOL = bytearray()
+_RANDOM_LOCK = threading.Lock()
+
+
+def _random_bytes(size: int) -> bytes:
+    # One os.urandom call per 64 KiB: each call releases the GIL, which costs a thread switch
+    # under load (measured: ~80 us per call inside the server); the bytes are the same CSPRNG's.
+    with _RANDOM_LOCK:
+        if len(_RANDOM_POOL) < size:
+            _RANDOM_POOL.extend(os.urandom(max(65_536, size)))
+        taken = bytes(_RANDOM_POOL[:size])
+        del _RANDOM_POOL[:size]
+    return taken
+
+
+def new_ids(count: int) -> list[str]:
+    """`count` random (version 4) UUIDs as text (RFC 9562 section 5.4)."""
+    raw = bytearray(_random_bytes(16 * count))
+    for start in range(0, 16 * count, 16):
+        raw[start + 6] = (raw[start + 6] & 0x0F) | 0x40  # version 4
+        raw[start + 8] = (raw[start + 8] & 0x3F) | 0x80  # variant 10
+    h = raw.hex()
+    return [
+        f"{h[o : o + 8]}-{h[o + 8 : o + 12]}-{h[o + 12 : o + 16]}-{h[o + 16 : o + 20]}-{h[o + 20 : o + 32]}"
+        for o in range(0, 32 * count, 32)
+    ]
+
+
+def normalise(item: OutcomeIn, new_id: str | None = None) -> Outcome:
+    """Turn a validated outcome into its stored form and fingerprint (ValueError for an impossible date).
+
+    `new_id` is the id to use when the client gave none (default: a fresh uuid4).
+    """
     value, value_number, value_json = _value_forms(item.value)
     key = None if item.key is None else canonical_key(item.key)
     occurred = None if item.occurred_at is None else _epoch_us(item.occurred_at)
     attributes = None if item.attributes is None else orjson.dumps(item.attributes, option=_SORTED).decode()
-    body = (item.record_id, key, item.service_id, item.endpoint_id, item.outcome_type, value_json, occurred)
-    fingerprint = _digest(orjson.dumps(body) + (attributes or "").encode()).digest()
+    body = (
+        item.record_id,
+        key,
+        item.service_id,
+        item.endpoint_id,
+        item.outcome_type,
+        value_json,
+        occurred,
+        attributes,
+    )
+    fingerprint = _digest(orjson.dumps(body)).digest()
+    generated = item.outcome_id is None
     return Outcome(
-        item.outcome_id if item.outcome_id is not None else str(uuid.uuid4()),
+        (new_id or new_ids(1)[0]) if generated else item.outcome_id,  # type: ignore[arg-type]
         item.record_id,
         key,
         item.service_id,
@@ -181,13 +227,14 @@ def normalise(item: OutcomeIn) -> Outcome:
         occurred,
         attributes,
         fingerprint,
+        generated,
     )
 
 
 _SORTED = orjson.OPT_SORT_KEYS
 
 
-def _digest(data: bytes) -> hashlib._Hash:
+def _digest(data: bytes) -> hashlib.blake2b:
     return hashlib.blake2b(data, digest_size=16)
 
 
@@ -198,7 +245,8 @@ def _problems(exc: ValidationError, index_offset: int) -> list[dict[str, Any]]:
     problems: list[dict[str, Any]] = []
     for err in exc.errors(include_url=False, include_input=False, include_context=False):
         loc = list(err["loc"])
-        index = loc.pop(0) if loc and isinstance(loc[0], int) else None
+        first = loc.pop(0) if loc and isinstance(loc[0], int) else None
+        index = first if isinstance(first, int) else None
         path = [str(p) for p in loc]
         message = err["msg"].removeprefix("Value error, ")
         if path and path[-1] in _UNION_TAGS:
@@ -257,18 +305,19 @@ def parse_outcomes(
     try:
         validated = _ADAPTER.validate_python(items)
     except ValidationError as exc:
-        problems = _dedupe(_problems(exc, index_offset))
-        first = problems[0]
+        found = _dedupe(_problems(exc, index_offset))
+        first = found[0]
         where = f"item {first['index']}" if first["index"] is not None else "body"
         raise InvalidOutcome(
-            f"{len(problems)} invalid field(s); first: {where}, {first['field']}: {first['message']}",
-            details=problems,
+            f"{len(found)} invalid field(s); first: {where}, {first['field']}: {first['message']}",
+            details=found,
         ) from exc
     outcomes: list[Outcome] = []
     problems: list[dict[str, Any]] = []
+    ids = iter(new_ids(sum(1 for item in validated if item.outcome_id is None)))
     for index, item in enumerate(validated):
         try:
-            outcomes.append(normalise(item))
+            outcomes.append(normalise(item, next(ids) if item.outcome_id is None else None))
         except ValueError as exc:  # a date the pattern allows but the calendar does not (2026-02-30)
             problems.append(
                 {

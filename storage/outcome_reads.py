@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 from collections.abc import Sequence
@@ -122,10 +123,8 @@ def _decode_json_text(row: dict[str, Any]) -> dict[str, Any]:
     for name in _JSON_TEXT_COLUMNS:
         text = row.get(name)
         if isinstance(text, str):
-            try:
+            with contextlib.suppress(orjson.JSONDecodeError):  # not JSON: keep the text as logged
                 row[name] = orjson.loads(text)
-            except orjson.JSONDecodeError:
-                pass  # not JSON: keep the text as logged
     return row
 
 

@@ -58,7 +58,8 @@ def parse_duration(text: str, *, field: str) -> dt.timedelta:
     match = _DURATION.match(text) if isinstance(text, str) else None
     if match is None:
         raise ConfigError(
-            f"policy field {field}={text!r} is not a duration: write a number and a unit s, m, h, d or w (e.g. 90d)"
+            f"policy field {field}={text!r} is not a duration: "
+            "write a number and a unit s, m, h, d or w (e.g. 90d)"
         )
     seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds <= 0:
@@ -100,14 +101,18 @@ def policy_from_mapping(raw: Mapping[str, Any], *, where: str = "policy") -> Pol
         raise ConfigError(f"{where} must be a table, got {raw!r}")
     unknown = sorted(set(raw) - _FIELDS)
     if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_FIELDS))}")
+        raise ConfigError(
+            f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_FIELDS))}"
+        )
     service_id = _text(raw, "service_id", where, required=True)
     endpoint_id = _text(raw, "endpoint_id", where, required=True)
     assert service_id is not None and endpoint_id is not None
     where = f"{where} ({service_id}/{endpoint_id})"
     attribution = raw.get("attribution") or "last_before"
     if attribution not in ATTRIBUTIONS:
-        raise ConfigError(f"{where}: attribution must be one of {', '.join(ATTRIBUTIONS)}, got {attribution!r}")
+        raise ConfigError(
+            f"{where}: attribution must be one of {', '.join(ATTRIBUTIONS)}, got {attribution!r}"
+        )
     window_text = _text(raw, "window", where)
     maturity_text = _text(raw, "maturity", where)
     implicit_value = _text(raw, "implicit_value", where)

@@ -31,6 +31,13 @@ class ViewContext(Layout):
 
     policies: tuple[Policy, ...] = ()
 
+    @classmethod
+    def of(cls, layout: Layout) -> ViewContext:
+        """`layout` itself when it is a ViewContext, else one with the policies declared under its root."""
+        if isinstance(layout, ViewContext):
+            return layout
+        return cls(layout.root, tuple(load_policies(layout.root)))
+
 
 @dataclass(frozen=True)
 class ViewSpec:
@@ -38,7 +45,8 @@ class ViewSpec:
 
     name: str
     doc: str
-    create: Callable[[duckdb.DuckDBPyConnection, ViewContext], None]
+    create: Callable[[duckdb.DuckDBPyConnection, Layout], None]
+    """Called with a ViewContext by `refresh`; given a bare Layout, views read the root's policies."""
 
 
 def quote_ident(name: str) -> str:
@@ -58,7 +66,7 @@ def _table_source(table: DeltaTable | None, schema: pa.Schema) -> object:
     return table.to_pyarrow_dataset()
 
 
-def _delta_view(table_name: str) -> Callable[[duckdb.DuckDBPyConnection, ViewContext], None]:
+def _delta_view(table_name: str) -> Callable[[duckdb.DuckDBPyConnection, Layout], None]:
     def create(con: duckdb.DuckDBPyConnection, layout: Layout) -> None:
         source = _table_source(open_table(layout.table(table_name)), TABLES[table_name])
         raw = f"_delta_{table_name}"

@@ -1,4 +1,4 @@
-"""Durability under crashes: the ack-then-kill -9 loop, and fail-stop when the intake or Delta cannot be written."""
+"""Durability under crashes: the ack-then-kill -9 loop, and fail-stop when intake or Delta writes fail."""
 
 from __future__ import annotations
 

@@ -21,7 +21,8 @@ def test_single_batch_and_ndjson_posts_are_stored_and_flushed(server: Server, ke
     )
     ndjson = httpx.post(
         f"{server.url}/v1/outcomes",
-        content=b'{"outcome_id": "c", "record_id": "r3", "value": 0.5}\n\n{"outcome_id": "d", "record_id": "r4", "value": "x"}\n',
+        content=b'{"outcome_id": "c", "record_id": "r3", "value": 0.5}\n\n'
+        b'{"outcome_id": "d", "record_id": "r4", "value": "x"}\n',
         headers={**bearer(keys.write), "Content-Type": "application/x-ndjson"},
     )
     assert one.status_code == batch.status_code == ndjson.status_code == 200
@@ -38,7 +39,8 @@ def test_single_batch_and_ndjson_posts_are_stored_and_flushed(server: Server, ke
     assert sorted(r[0] for r in rows) == sorted(["a", "b", "c", "d", generated])
     stored = outcome_rows(
         server.root,
-        "SELECT outcome_id, record_id, key, outcome_type, value, value_number, value_json FROM outcomes ORDER BY intake_seq",
+        "SELECT outcome_id, record_id, key, outcome_type, value, value_number, value_json "
+        "FROM outcomes ORDER BY intake_seq",
     )
     assert stored == [
         ("a", "r1", None, "label", "fraud", None, '"fraud"'),

@@ -13,6 +13,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from ingest.kafka_batch import PendingBatch, build_lines
+from ingest.kafka_commit import PartitionNames, commit_batch
 from ingest.kafka_config import BatchRules, KafkaSource
 from ingest.kafka_consumer import KafkaIngestSummary, ingest_kafka
 from ingest.parser import LineParser
@@ -149,9 +150,6 @@ def test_every_envelope_lands_once_with_the_record_id_a_file_gives(
     assert (summary.messages, summary.records, summary.quarantined, summary.tombstones) == (9, 8, 2, 1)
     assert (summary.partitions, summary.positions, summary.stopped_by) == ({0, 1}, ends, "idle")
 
-    again = _run(tmp_path, _source(kafka_broker, topic))  # nothing new: nothing added, positions kept
-    assert (again.messages, again.records, _table(tmp_path, "predictions").num_rows) == (0, 0, 8)
-
 
 def _offsets_by_partition(partitions: list[int]) -> list[int]:
     """Offsets a fresh topic gives to values sent to `partitions`, in order."""
@@ -201,9 +199,30 @@ def test_offset_gaps_move_the_position_to_the_last_offset_seen(kafka_broker: Bro
     assert _positions(tmp_path, topic, 1) == {0: seen[-1] + 1}
     assert summary.positions == {0: seen[-1] + 1}
 
-    produce(kafka_broker.bootstrap, topic, [_customer_line(5)], partition=0)
-    _run(tmp_path, _source(kafka_broker, topic))
-    assert _customers(tmp_path) == [f"C-{i}" for i in range(6)]
+
+def test_a_writer_fenced_off_its_partition_reseeks_to_the_table_position(
+    kafka_broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = create_topic(kafka_broker.bootstrap, unique_topic("fence"), partitions=1)
+    first = [_customer_line(i) for i in range(10)]
+    produce(kafka_broker.bootstrap, topic, first, partition=0)
+    result: list[KafkaIngestSummary] = []
+    with caplog.at_level(logging.INFO, logger="hindsight.ingest.kafka"):
+        # Batches wait 2 s, so the other writer below commits while ours is still in memory.
+        worker = threading.Thread(
+            target=lambda: result.append(_run(tmp_path, _source(kafka_broker, topic), max_seconds=2.0))
+        )
+        worker.start()
+        _wait_for(lambda: any("assigned" in r.getMessage() for r in caplog.records), seconds=30)
+        # Another writer (one that took the partition over, say) commits offsets 0-9 first.
+        other = LineParser().parse(lines_table(first, source=f"{topic}/0", positions=list(range(10))))
+        commit_batch(tmp_path, PartitionNames(topic), {0: 10}, other.predictions, other.quarantine)
+        _wait_for(lambda: any("another writer" in r.getMessage() for r in caplog.records), seconds=30)
+        produce(kafka_broker.bootstrap, topic, [_customer_line(i) for i in range(10, 15)], partition=0)
+        worker.join(timeout=60)
+    summary = result[0]
+    assert (summary.fenced, summary.records, summary.positions) == (1, 5, {0: 15})
+    assert _customers(tmp_path) == sorted(f"C-{i}" for i in range(15))
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -333,3 +352,30 @@ def _utc_ms(ms: int) -> Any:
     from datetime import UTC, datetime, timedelta
 
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+
+
+def test_commits_fence_stale_writers_and_replays(tmp_path: Path) -> None:
+    names = PartitionNames("t")
+    parser = LineParser()
+
+    def _parsed(positions: list[int], bad: tuple[int, ...] = ()) -> Any:
+        lines = [b"not json" if p in bad else _customer_line(p) for p in positions]
+        return parser.parse(lines_table(lines, source="t/0", positions=positions))
+
+    first = _parsed(list(range(10)), bad=(4,))
+    done = commit_batch(tmp_path, names, {0: 10}, first.predictions, first.quarantine)
+    assert (done.rows_written, done.quarantined_written, done.positions, done.stale) == (9, 1, {0: 10}, {})
+
+    replay = commit_batch(tmp_path, names, {0: 10}, first.predictions, first.quarantine)  # after a crash
+    assert (replay.rows_written, replay.rows_already_committed, replay.stale) == (0, 9, {0: 10})
+
+    stale = _parsed(list(range(6)), bad=(4,))  # a writer that lost the partition long ago
+    fenced = commit_batch(tmp_path, names, {0: 6}, stale.predictions, stale.quarantine)
+    assert (fenced.rows_written, fenced.stale) == (0, {0: 10})
+
+    overlap = _parsed(list(range(8, 15)))  # a writer that started before our last commit
+    moved = commit_batch(tmp_path, names, {0: 15}, overlap.predictions, overlap.quarantine)
+    assert (moved.rows_written, moved.rows_already_committed, moved.positions) == (5, 2, {0: 15})
+
+    assert _customers(tmp_path) == sorted(f"C-{i}" for i in range(15) if i != 4)
+    assert _table(tmp_path, "quarantine")["source_position"].to_pylist() == [4]

@@ -253,28 +253,27 @@ def test_two_processes_share_the_topic_and_survive_a_kill(kafka_broker: Broker, 
 
     first = Run(root, kafka_broker, topic, **small)
     first.wait_for_log("assigned")
+    half = total // 2
 
     def _produce_slowly() -> None:
-        for start in range(0, total, 60):
-            produce(
-                kafka_broker.bootstrap,
-                topic,
-                values[start : start + 60],
-                partitions=partitions[start : start + 60],
-            )
-            time.sleep(0.25)
+        for start in range(0, half, 50):
+            chunk = slice(start, min(start + 50, half))
+            produce(kafka_broker.bootstrap, topic, values[chunk], partitions=partitions[chunk])
+            time.sleep(0.2)
 
     producer = threading.Thread(target=_produce_slowly)
     producer.start()
     try:
         _wait_for(lambda: sum(_customers(root).values()) > 0, seconds=30)
         second = Run(root, kafka_broker, topic, **small)
-        second.wait_for_log("assigned", seconds=40)
-        time.sleep(1.5)
+        second.wait_for_log("assigned", seconds=40)  # the group now splits the partitions
+        time.sleep(1.0)
         first.process.kill()  # mid-stream, possibly mid-batch
         assert first.finish()[0] == -signal.SIGKILL
     finally:
         producer.join()
+    # Records for every partition arrive after the kill: the survivor must take over the dead one's.
+    produce(kafka_broker.bootstrap, topic, values[half:], partitions=partitions[half:])
     _wait_for(lambda: len(_customers(root)) == len(good), seconds=60)
     second.process.send_signal(signal.SIGINT)
     code, _ = second.finish()

@@ -12,7 +12,7 @@ import pytest
 
 from ingest.parser import RAW_LIMIT, LineParser, ParseResult
 from ingest.record_id import record_id
-from service.errors import ConfigError
+from service.errors import ConfigError, InputError
 from storage.schemas import PREDICTIONS, QUARANTINE
 from tests.ingest.lines import (
     DEFAULT_TS,
@@ -521,6 +521,12 @@ def test_malformed_batches_are_quarantined_whole(message: dict[str, Any], reason
             "missing timestamp: the event has none and no fallback timestamp was given",
         ),
         (make_query_line("B", timestamp="yesterday"), 'bad timestamp: "yesterday"'),
+        (make_query_line("bare", timestamp=10**14), "timestamp out of range (1900 to 2199): 100000000000000"),
+        (make_query_line("bare", timestamp=10**17), "bad timestamp: 100000000000000000"),
+        (
+            make_query_line("B", timestamp="1212-03-02T10:15:04.112+0100"),
+            'timestamp out of range (1900 to 2199): "1212-03-02T10:15:04.112+0100"',
+        ),
         (
             make_query_line("A", timestamp="2026/13/45-99:00:00.000Z"),
             'bad timestamp: "2026/13/45-99:00:00.000Z"',
@@ -584,6 +590,16 @@ def test_raw_is_cut_at_64_kib_on_a_character_boundary() -> None:
     (row,) = parse([line]).quarantine.to_pylist()
     assert row["raw"] == "x" * (RAW_LIMIT - 1)
     assert row["raw_bytes"] == len(line)
+
+
+def test_null_line_is_quarantined() -> None:
+    table = lines_table([make_query_line("A"), b""]).set_column(
+        0, "line", pa.array([make_query_line("A"), None])
+    )
+    result = PARSER.parse(table, ingested_at=INGESTED)
+    assert (result.records, result.quarantined) == (1, 1)
+    assert result.quarantine.to_pylist()[0]["reason"] == "no line: the input row holds NULL"
+    assert (result.quarantine.to_pylist()[0]["raw"], result.quarantine.to_pylist()[0]["raw_bytes"]) == ("", 0)
 
 
 def test_bad_lines_do_not_disturb_their_neighbours() -> None:
@@ -652,3 +668,9 @@ def test_input_may_be_a_string_column_with_several_chunks() -> None:
         ]
     )
     assert PARSER.parse(table).records == 2
+
+
+def test_a_table_without_the_required_columns_is_an_input_error() -> None:
+    table = lines_table([make_query_line("A")]).drop_columns(["line_bytes"])
+    with pytest.raises(InputError, match="line_bytes"):
+        PARSER.parse(table)

@@ -17,7 +17,9 @@ def run(root: Path, *args: str) -> tuple[int, str]:
 
 
 def test_keys_create_prints_only_the_token_then_list_and_revoke(tmp_path: Path) -> None:
-    code, out = run(tmp_path, "keys", "create", "--name", "crm", "--scope", "outcomes:write", "--scope", "read")
+    code, out = run(
+        tmp_path, "keys", "create", "--name", "crm", "--scope", "outcomes:write", "--scope", "read"
+    )
     assert code == 0
     token = out.strip()
     assert token.startswith("hsk_") and "\n" not in token
@@ -38,14 +40,19 @@ def test_keys_create_prints_only_the_token_then_list_and_revoke(tmp_path: Path) 
 
 
 def test_keys_create_refuses_unknown_scopes(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["--root", str(tmp_path), "keys", "create", "--name", "x", "--scope", "root"])
+    result = CliRunner().invoke(
+        app, ["--root", str(tmp_path), "keys", "create", "--name", "x", "--scope", "root"]
+    )
     assert result.exit_code != 0
     assert "unknown scope" in str(result.exception)
 
 
 def test_outcomes_import_summarises_and_flushes(tmp_path: Path) -> None:
     path = tmp_path / "labels.jsonl"
-    path.write_text('{"outcome_id": "a", "record_id": "r1", "value": 1}\n{"outcome_id": "b", "record_id": "r2", "value": 0}\n')
+    path.write_text(
+        '{"outcome_id": "a", "record_id": "r1", "value": 1}\n'
+        '{"outcome_id": "b", "record_id": "r2", "value": 0}\n'
+    )
     code, out = run(tmp_path / "root", "outcomes", "import", str(path), "--format", "csv")
     assert code == 0
     assert out.splitlines() == ["file,format,created,duplicate,flushed", f"{path},jsonl,2,0,2"]

@@ -58,3 +58,20 @@ def test_bad_scopes_names_and_ids(tmp_path: Path) -> None:
     with pytest.raises(NotFound):
         store.revoke("000000000000")
     store.close()
+
+
+def test_a_revocation_by_another_process_is_seen(tmp_path: Path) -> None:
+    import time
+
+    from storage.keys import CHECK_INTERVAL
+
+    server_side = KeyStore(tmp_path / "keys.sqlite")
+    created = server_side.create("x", ["read"])
+    assert server_side.authenticate(created.token) == created.key  # now cached
+    cli_side = KeyStore(tmp_path / "keys.sqlite")
+    cli_side.revoke(created.key.id)
+    cli_side.close()
+    time.sleep(CHECK_INTERVAL + 0.05)  # the documented bound on seeing another process's change
+    with pytest.raises(AuthError, match="revoked"):
+        server_side.authenticate(created.token)
+    server_side.close()

@@ -52,8 +52,10 @@ def test_flush_writes_every_column_once(tmp_path: Path) -> None:
         assert flush_once(intake, root).rows_written == 0
         assert intake.count_pending() == 0
     con = storage.connect(root)
-    row = con.execute("SELECT outcome_id, record_id, key_id, intake_seq, day = CAST(received_at AS DATE) FROM outcomes "
-                      "ORDER BY intake_seq").fetchall()
+    row = con.execute(
+        "SELECT outcome_id, record_id, key_id, intake_seq, day = CAST(received_at AS DATE) FROM outcomes "
+        "ORDER BY intake_seq"
+    ).fetchall()
     assert row == [("a", "a", "k1", 1, True), ("b", "b", "k1", 2, True)]
 
 
@@ -72,7 +74,9 @@ def test_a_flush_killed_at_any_step_still_lands_each_row_once(tmp_path: Path, st
     ids = [f"o{n}" for n in range(7)]
     _store(tmp_path, ids)
     env = {**os.environ, "HINDSIGHT_CRASH_AT": step, "PYTHONPATH": str(REPO)}
-    killed = subprocess.run([sys.executable, "-c", FLUSH_SCRIPT, str(tmp_path), "3"], env=env, cwd=REPO, check=False)
+    killed = subprocess.run(
+        [sys.executable, "-c", FLUSH_SCRIPT, str(tmp_path), "3"], env=env, cwd=REPO, check=False
+    )
     assert killed.returncode == 137
     env.pop("HINDSIGHT_CRASH_AT")
     subprocess.run([sys.executable, "-c", FLUSH_SCRIPT, str(tmp_path), "3"], env=env, cwd=REPO, check=True)
@@ -83,7 +87,8 @@ def _latest(root: Path) -> list[tuple[object, ...]]:
     con = storage.connect(root)
     try:
         return con.execute(
-            "SELECT coalesce(record_id, key), outcome_type, service_id, value FROM outcomes_latest ORDER BY 1, 2, coalesce(service_id, '')"
+            "SELECT coalesce(record_id, key), outcome_type, service_id, value FROM outcomes_latest "
+            "ORDER BY 1, 2, coalesce(service_id, '')"
         ).fetchall()
     finally:
         con.close()
@@ -92,13 +97,18 @@ def _latest(root: Path) -> list[tuple[object, ...]]:
 def test_outcomes_latest_takes_the_latest_occurrence_then_the_latest_receipt(tmp_path: Path) -> None:
     t = "2026-01-0{}T00:00:00Z".format
     batches = [
-        [{"record_id": "r1", "value": "a", "occurred_at": t(2)}, {"record_id": "r1", "value": "old", "occurred_at": t(1)}],
+        [
+            {"record_id": "r1", "value": "a", "occurred_at": t(2)},
+            {"record_id": "r1", "value": "old", "occurred_at": t(1)},
+        ],
         [{"record_id": "r1", "value": "b", "occurred_at": t(2)}],  # same occurred_at, received later: wins
         [{"record_id": "r1", "value": "late-but-older", "occurred_at": t(1)}],
         [{"record_id": "r1", "outcome_type": "refund", "value": 5, "occurred_at": t(1)}],
         [{"record_id": "r1", "service_id": "s2", "value": "other", "occurred_at": t(1)}],
-        [{"key": {"context.tx": "t1"}, "value": "k-old", "occurred_at": t(1)},
-         {"key": {"context.tx": "t1"}, "value": "k-new", "occurred_at": t(3)}],
+        [
+            {"key": {"context.tx": "t1"}, "value": "k-old", "occurred_at": t(1)},
+            {"key": {"context.tx": "t1"}, "value": "k-new", "occurred_at": t(3)},
+        ],
     ]
     with open_intake(Layout(tmp_path).intake_db) as intake:
         for batch in batches:

@@ -17,7 +17,8 @@ def _rows(root: Path) -> list[tuple[object, ...]]:
     con = storage.connect(root)
     try:
         return con.execute(
-            "SELECT outcome_id, record_id, key, value, value_json, attributes, key_id FROM outcomes ORDER BY outcome_id"
+            "SELECT outcome_id, record_id, key, value, value_json, attributes, key_id "
+            "FROM outcomes ORDER BY outcome_id"
         ).fetchall()
     finally:
         con.close()
@@ -33,7 +34,7 @@ def test_csv_with_key_columns(tmp_path: Path) -> None:
     path = tmp_path / "labels.csv"
     path.write_text(
         "outcome_id,record_id,key.context.tx,value,attributes\n"
-        'o1,r1,,fraud,\n'
+        "o1,r1,,fraud,\n"
         'o2,,00123,1,"{""src"": ""crm""}"\n'
     )
     report = import_outcomes(tmp_path / "root", path)
@@ -52,13 +53,23 @@ def test_jsonl_and_parquet_give_the_same_rows(tmp_path: Path) -> None:
     assert import_outcomes(tmp_path / "a", jsonl).created == 2
     parquet = tmp_path / "labels.parquet"
     pq.write_table(
-        pa.table({"outcome_id": ["o1", "o2"], "record_id": ["r1", None], "key": [None, '{"context.tx": "00123"}'],
-                  "value": ["fraud", "1"], "attributes": [None, '{"src": "crm"}']}),
+        pa.table(
+            {
+                "outcome_id": ["o1", "o2"],
+                "record_id": ["r1", None],
+                "key": [None, '{"context.tx": "00123"}'],
+                "value": ["fraud", "1"],
+                "attributes": [None, '{"src": "crm"}'],
+            }
+        ),
         parquet,
     )
     assert import_outcomes(tmp_path / "b", parquet).created == 2
     assert _rows(tmp_path / "a") == EXPECTED
-    assert _rows(tmp_path / "b") == [EXPECTED[0], ("o2", None, '{"context.tx":"00123"}', "1", '"1"', '{"src":"crm"}', None)]
+    assert _rows(tmp_path / "b") == [
+        EXPECTED[0],
+        ("o2", None, '{"context.tx":"00123"}', "1", '"1"', '{"src":"crm"}', None),
+    ]
 
 
 def test_one_bad_record_rejects_the_file(tmp_path: Path) -> None:

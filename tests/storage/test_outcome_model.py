@@ -25,7 +25,13 @@ def test_values_are_kept_as_text_number_and_json() -> None:
 
 def test_key_is_canonical_and_occurred_at_is_utc_microseconds() -> None:
     [o] = parse_outcomes(
-        [{"key": {"features.b": 2, "context.a": "x"}, "value": 1, "occurred_at": "1970-01-01T01:00:01.5+01:00"}]
+        [
+            {
+                "key": {"features.b": 2, "context.a": "x"},
+                "value": 1,
+                "occurred_at": "1970-01-01T01:00:01.5+01:00",
+            }
+        ]
     )
     assert o.key == '{"context.a":"x","features.b":2}' == canonical_key({"context.a": "x", "features.b": 2})
     assert o.record_id is None
@@ -40,7 +46,9 @@ def test_fingerprint_is_the_body_without_defaults() -> None:
     assert a.fingerprint == b.fingerprint  # outcome_id is the identity, not part of the body
     assert a.fingerprint != c.fingerprint
     assert a.fingerprint != d.fingerprint
-    timed = parse_outcomes([one(occurred_at="2026-01-01T00:00:00Z"), one(occurred_at="2026-01-01T01:00:00+01:00")])
+    timed = parse_outcomes(
+        [one(occurred_at="2026-01-01T00:00:00Z"), one(occurred_at="2026-01-01T01:00:00+01:00")]
+    )
     assert timed[0].fingerprint == timed[1].fingerprint != a.fingerprint  # same instant, other notation
 
 
@@ -53,14 +61,29 @@ def test_generated_ids_are_unique() -> None:
     ("item", "field", "message"),
     [
         ({"value": 1}, "target", "give exactly one target: record_id or key"),
-        ({"record_id": "r", "key": {"context.a": 1}, "value": 1}, "target", "give exactly one target: record_id or key"),
-        ({"key": {"ctx.a": 1}, "value": 1}, "key", "key paths must be context.<name> or features.<name>, got ['ctx.a']"),
+        (
+            {"record_id": "r", "key": {"context.a": 1}, "value": 1},
+            "target",
+            "give exactly one target: record_id or key",
+        ),
+        (
+            {"key": {"ctx.a": 1}, "value": 1},
+            "key",
+            "key paths must be context.<name> or features.<name>, got ['ctx.a']",
+        ),
         ({"key": {}, "value": 1}, "key", "key needs at least one path: value pair"),
         ({"record_id": "r", "value": [1]}, "value", "must be a string, number or boolean"),
         ({"record_id": "r"}, "value", "Field required"),
-        ({"record_id": "r", "value": 1, "occurred_at": "2026-01-01"}, "occurred_at",
-         "must be an RFC 3339 date-time with an offset, e.g. 2026-01-31T12:00:00Z"),
-        ({"record_id": "r", "value": 1, "occurred_at": "2026-02-30T00:00:00Z"}, "occurred_at", "day is out of range for month"),
+        (
+            {"record_id": "r", "value": 1, "occurred_at": "2026-01-01"},
+            "occurred_at",
+            "must be an RFC 3339 date-time with an offset, e.g. 2026-01-31T12:00:00Z",
+        ),
+        (
+            {"record_id": "r", "value": 1, "occurred_at": "2026-02-30T00:00:00Z"},
+            "occurred_at",
+            "day is out of range for month",
+        ),
         ({"record_id": "r", "value": 1, "colour": "red"}, "colour", "Extra inputs are not permitted"),
         ({"record_id": "", "value": 1}, "record_id", "String should have at least 1 character"),
     ],
@@ -68,7 +91,9 @@ def test_generated_ids_are_unique() -> None:
 def test_each_problem_names_its_field_and_index(item: dict[str, object], field: str, message: str) -> None:
     with pytest.raises(InvalidOutcome) as caught:
         parse_outcomes([one(), item], index_offset=10)
-    assert caught.value.details == [{"index": 11, "field": field, "loc": caught.value.details[0]["loc"], "message": message}]
+    assert caught.value.details == [
+        {"index": 11, "field": field, "loc": caught.value.details[0]["loc"], "message": message}
+    ]
 
 
 def test_empty_and_oversized_batches_are_refused() -> None:

@@ -1,0 +1,115 @@
+"""`GET /v1/metrics`: the metrics of `hindsight eval`, from the same library function (storage.metrics)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+
+from api.auth import RequireRead
+from api.models import ErrorResponse
+from api.runtime import RuntimeDep
+from storage.metrics import Cohort, MetricsQuery, evaluate, metrics_table, parse_endpoint
+
+router = APIRouter(tags=["metrics"])
+
+
+class CalibrationBin(BaseModel):
+    """One of the 10 equal-width score bins (empty bins are left out)."""
+
+    bin: int
+    mean_predicted: float
+    observed_rate: float
+    count: int
+
+
+class CohortMetrics(BaseModel):
+    """Metrics of one endpoint, outcome_type and cohort; a task's metrics are null for other tasks."""
+
+    service_id: str | None
+    endpoint_id: str | None
+    outcome_type: str
+    cohort: str
+    task: Literal["binary", "multiclass", "regression"]
+    n: int
+    n_labelled: int
+    n_observed: int
+    n_implicit: int
+    n_pending: int
+    coverage: float
+    pending_share: float
+    immature: bool
+    positive: str | None = None
+    positive_rate: float | None = None
+    accuracy: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    roc_auc: float | None = None
+    pr_auc: float | None = None
+    log_loss: float | None = None
+    brier: float | None = None
+    calibration: list[CalibrationBin] | None = None
+    macro_f1: float | None = None
+    mae: float | None = None
+    rmse: float | None = None
+    mape: float | None = None
+    r2: float | None = None
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    columns, values = metrics_table(rows)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([["" if v is None else v for v in row] for row in values])
+    return buf.getvalue()
+
+
+@router.get(
+    "/v1/metrics",
+    response_model=list[CohortMetrics],
+    responses={
+        200: {"content": {"text/csv": {}}},
+        **{code: {"model": ErrorResponse} for code in (401, 403, 422)},
+    },
+    summary="Model metrics per endpoint and cohort",
+)
+def get_metrics(
+    key: RequireRead,
+    runtime: RuntimeDep,
+    endpoint: Annotated[str | None, Query(description="Only this endpoint, as SERVICE/ENDPOINT.")] = None,
+    by: Annotated[Cohort, Query(description="Cohorts: day, week, generation or none.")] = Cohort.day,
+    as_of: Annotated[
+        dt.datetime | None, Query(description="Labels as known at this time (default now; no offset = UTC).")
+    ] = None,
+    date_from: Annotated[dt.date | None, Query(alias="from", description="First prediction day.")] = None,
+    date_to: Annotated[
+        dt.date | None, Query(alias="to", description="Last prediction day, included.")
+    ] = None,
+    fmt: Annotated[Literal["json", "csv"], Query(alias="format", description="json or csv.")] = "json",
+) -> Response:
+    """What `hindsight eval` prints, for the same parameters (the table format is CLI-only)."""
+    config = runtime.config
+    if as_of is not None and as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=dt.UTC)
+    query = MetricsQuery(
+        endpoint=None if endpoint is None else parse_endpoint(endpoint),
+        by=by,
+        as_of=as_of,
+        date_from=date_from,
+        date_to=date_to,
+        immature_threshold=config.immature_threshold,
+    )
+    rows = evaluate(config.root, query, policies=config.policies)
+    if fmt == "csv":
+        return Response(_csv(rows), media_type="text/csv")
+    # exclude_unset: the keys of each row are those the CLI prints (a task's own metrics only)
+    return JSONResponse(
+        [CohortMetrics.model_validate(row).model_dump(mode="json", exclude_unset=True) for row in rows]
+    )

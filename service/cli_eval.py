@@ -1,0 +1,89 @@
+"""`hindsight eval`: model metrics per endpoint and cohort, from the labelled view (storage.metrics)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+import typer
+
+from service.errors import InputError
+from service.render import OutputFormat, render_rows, to_json
+
+
+def parse_timestamp(text: str) -> dt.datetime:
+    """An ISO 8601 date or timestamp; without an offset it is UTC."""
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InputError(
+            f"--as-of {text!r} is not an ISO 8601 timestamp (e.g. 2026-03-01T00:00:00Z)"
+        ) from exc
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def _parse_day(text: str | None, flag: str) -> dt.date | None:
+    if text is None:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise InputError(f"{flag} {text!r} is not a date (YYYY-MM-DD)") from exc
+
+
+def eval_command(
+    ctx: typer.Context,
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", help="Only this endpoint, as SERVICE/ENDPOINT.")
+    ] = None,
+    by: Annotated[
+        str, typer.Option("--by", help="Cohorts: day, week (ISO, from Monday), generation or none.")
+    ] = "day",
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Labels as known at this time (ISO 8601; default now).")
+    ] = None,
+    date_from: Annotated[
+        str | None, typer.Option("--from", help="First prediction day (YYYY-MM-DD).")
+    ] = None,
+    date_to: Annotated[
+        str | None, typer.Option("--to", help="Last prediction day (YYYY-MM-DD), included.")
+    ] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.table,
+) -> None:
+    """Compute model metrics from predictions joined to outcomes under the declared policies.
+
+    Binary endpoints get accuracy, precision, recall, f1, roc_auc, pr_auc, log_loss, brier (and a
+    calibration table in JSON); multiclass get accuracy, macro_f1, log_loss; regression get mae, rmse,
+    mape, r2. A cohort whose share of pending labels is above eval.immature_threshold is immature.
+
+    Example: hindsight eval --endpoint fraud/score --by week --as-of 2026-03-01 --format json
+    """
+    from service.cli import state_of
+    from storage.metrics import Cohort, MetricsQuery, evaluate, metrics_table, parse_endpoint
+    from storage.policies import policies_from_config
+
+    settings = state_of(ctx).settings()
+    try:
+        cohort = Cohort(by)
+    except ValueError as exc:
+        raise InputError(f"--by must be one of day, week, generation, none; got {by!r}") from exc
+    query = MetricsQuery(
+        endpoint=None if endpoint is None else parse_endpoint(endpoint),
+        by=cohort,
+        as_of=None if as_of is None else parse_timestamp(as_of),
+        date_from=_parse_day(date_from, "--from"),
+        date_to=_parse_day(date_to, "--to"),
+        immature_threshold=settings.eval.immature_threshold,
+    )
+    policies = policies_from_config([p.model_dump() for p in settings.policies])
+    rows = evaluate(settings.root, query, policies=policies)
+    if fmt is OutputFormat.json:
+        typer.echo(to_json(rows))
+        return
+    columns, values = metrics_table(rows, compact=fmt is OutputFormat.table)
+    typer.echo(render_rows(columns, values, fmt, title="metrics" if fmt is OutputFormat.table else None))
+
+
+def register(app: typer.Typer) -> None:
+    """Attach `hindsight eval` to the main CLI."""
+    app.command("eval")(eval_command)

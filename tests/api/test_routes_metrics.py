@@ -1,0 +1,103 @@
+"""End-to-end tests of GET /v1/metrics on a real server: same result as `hindsight eval`, scopes, errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api.conftest import Server, bearer, make_key
+from tests.ingest.file_logs import run_cli
+from tests.service.test_cli_eval import POLICY, scored
+from tests.storage.eval_factories import at, outcome, write_outcomes, write_predictions
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
+    root = tmp_path_factory.mktemp("metrics") / "root"
+    root.mkdir()
+    (root / "hindsight.toml").write_text(POLICY, encoding="utf-8")
+    write_predictions(
+        root, [scored("r1", 0, "t1", 0.9), scored("r2", 0, "t2", 0.2), scored("r3", 1, "t3", 0.4)]
+    )
+    write_outcomes(
+        root,
+        [
+            outcome("o1", "FRAUD", at(2), key={"context.transaction_id": "t1"}),
+            outcome("o2", "OK", at(2), key={"context.transaction_id": "t2"}, received_at=at(30)),
+        ],
+    )
+    tokens = {"read": make_key(root, "read", name="r"), "write": make_key(root, "outcomes:write", name="w")}
+    srv = Server(root)
+    srv.start()
+    try:
+        yield srv, tokens
+    finally:
+        srv.stop()
+
+
+def get(srv: Server, token: str | None, **params: str) -> httpx.Response:
+    headers = {} if token is None else bearer(token)
+    return httpx.get(f"{srv.url}/v1/metrics", params=params, headers=headers, timeout=30)
+
+
+def test_json_equals_the_cli(running: tuple[Server, dict[str, str]]) -> None:
+    srv, tokens = running
+    for params in (
+        {"by": "day"},
+        {"by": "none", "as_of": "2026-01-10T00:00:00Z"},
+        {"by": "week", "from": "2026-01-02"},
+    ):
+        response = get(srv, tokens["read"], **params)
+        assert response.status_code == 200, response.text
+        args = [f"--{k.replace('_', '-')}={v}" for k, v in params.items()]
+        cli = run_cli(srv.root, "eval", *args, "--format", "json")
+        assert response.json() == json.loads(cli.stdout)
+    rows = get(srv, tokens["read"], by="none", as_of="2026-01-10T00:00:00Z").json()
+    assert [(r["n"], r["n_labelled"], r["accuracy"]) for r in rows] == [(3, 1, 1.0)]
+
+
+def test_csv(running: tuple[Server, dict[str, str]]) -> None:
+    srv, tokens = running
+    response = get(srv, tokens["read"], by="none", format="csv")
+    assert response.headers["content-type"].startswith("text/csv")
+    header, row = response.text.splitlines()
+    assert header.startswith("service_id,endpoint_id,outcome_type,cohort,task,n,n_labelled")
+    assert row.startswith("fraud,score,label,all,binary,3,2,")
+
+
+@pytest.mark.parametrize(
+    ("token", "params", "status", "error"),
+    [
+        (None, {}, 401, "AuthError"),
+        ("write", {}, 403, "Forbidden"),
+        ("read", {"endpoint": "no-slash"}, 422, "InputError"),
+        ("read", {"by": "month"}, 422, None),
+        ("read", {"as_of": "soon"}, 422, None),
+        ("read", {"from": "2026-02-01", "to": "2026-01-01"}, 422, "InputError"),
+    ],
+)
+def test_errors_have_the_one_shape(
+    running: tuple[Server, dict[str, str]],
+    token: str | None,
+    params: dict[str, str],
+    status: int,
+    error: str | None,
+) -> None:
+    srv, tokens = running
+    response = get(srv, None if token is None else tokens[token], **params)
+    assert response.status_code == status
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["message"]
+    if error is not None:
+        assert body["error"]["type"] == error
+
+
+def test_an_unused_root_path_is_not_touched(running: tuple[Server, dict[str, str]]) -> None:
+    srv, tokens = running
+    before = sorted(p.name for p in Path(srv.root, "tables").iterdir())
+    get(srv, tokens["read"])
+    assert sorted(p.name for p in Path(srv.root, "tables").iterdir()) == before

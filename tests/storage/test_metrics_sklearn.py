@@ -1,0 +1,228 @@
+"""Property tests: every metric of storage.metrics equals scikit-learn's on random data (to 1e-9).
+
+compute_metrics reads three relations of a connection: `_hs_predictions`, `_hs_policies` and the table macro
+`labelled_as_of`. Here they are real DuckDB objects filled with generated rows (the label join itself is
+tested in test_labelled.py), so thousands of cohorts run in seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sklearn import metrics as skm
+from sklearn.calibration import calibration_curve
+
+from storage.label_sql import PREDICTIONS_SOURCE, create_policies_table
+from storage.metrics import Cohort, MetricsQuery, compute_metrics
+from storage.policies import Policy
+
+DAY = dt.date(2026, 1, 1)
+TS = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Scores mix a few values that tie often (and sit on calibration bin edges) with arbitrary ones.
+SCORES = st.one_of(st.sampled_from([0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0]), st.floats(0, 1))
+
+
+@contextmanager
+def _connection(rows: list[dict[str, Any]], policies: list[Policy]) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = duckdb.connect()
+    schema = pa.schema(
+        [
+            ("service_id", pa.string()),
+            ("endpoint_id", pa.string()),
+            ("outcome_type", pa.string()),
+            ("day", pa.date32()),
+            ("generation", pa.string()),
+            ("ts", pa.timestamp("us", tz="UTC")),
+            ("prediction", pa.string()),
+            ("prediction_value", pa.float64()),
+            ("probas", pa.map_(pa.string(), pa.float64())),
+            ("label", pa.string()),
+            ("label_value", pa.float64()),
+            ("label_state", pa.string()),
+        ]
+    )
+    full = [
+        {
+            "service_id": "svc",
+            "endpoint_id": "ep",
+            "outcome_type": "label",
+            "day": DAY,
+            "generation": "g1",
+            "ts": TS,
+            "prediction_value": None,
+            "probas": None,
+            "label_value": None,
+            "label_state": "observed",
+            **row,
+        }
+        for row in rows
+    ]
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("_rows", pa.Table.from_pylist(full, schema=schema))
+    con.execute("CREATE TABLE _t AS SELECT * FROM _rows")
+    con.execute(f"CREATE VIEW {PREDICTIONS_SOURCE} AS SELECT * FROM _t")
+    con.execute("CREATE MACRO labelled_as_of(as_of) AS TABLE SELECT * FROM _t")
+    create_policies_table(con, policies)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def _metrics(rows: list[dict[str, Any]], policies: list[Policy]) -> dict[str, Any]:
+    with _connection(rows, policies) as con:
+        [result] = compute_metrics(con, MetricsQuery(by=Cohort.none))
+    return result
+
+
+def _close(ours: Any, theirs: float) -> bool:
+    if theirs is None or (isinstance(theirs, float) and not math.isfinite(theirs)):
+        return ours is None
+    return ours is not None and math.isclose(ours, theirs, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _sk(fn: Any, *args: Any, **kwargs: Any) -> float:
+    """scikit-learn's value, NaN where it raises (undefined) — its warnings are not ours to fail on."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return float(fn(*args, **kwargs))
+        except ValueError:
+            return math.nan
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.booleans(), SCORES, st.booleans()), min_size=1, max_size=60))
+def test_binary_metrics_match_sklearn(data: list[tuple[bool, float, bool]]) -> None:
+    y = np.array([int(t) for t, _, _ in data])
+    score = np.array([s for _, s, _ in data])
+    yhat = np.array([int(p) for _, _, p in data])
+    rows = [
+        {
+            "label": "FRAUD" if t else "OK",
+            "prediction": "FRAUD" if p else "OK",
+            "probas": [("FRAUD", s), ("OK", 1 - s)],
+        }
+        for t, s, p in data
+    ]
+    got = _metrics(rows, [Policy("svc", "ep", positive="FRAUD")])
+    assert (got["task"], got["n"], got["n_labelled"], got["positive"]) == (
+        "binary",
+        len(data),
+        len(data),
+        "FRAUD",
+    )
+    two_classes = len(set(y)) == 2
+    expected = {
+        "positive_rate": float(y.mean()),
+        "accuracy": _sk(skm.accuracy_score, y, yhat),
+        "precision": _sk(skm.precision_score, y, yhat, zero_division=np.nan),
+        "recall": _sk(skm.recall_score, y, yhat, zero_division=np.nan),
+        "f1": _sk(skm.f1_score, y, yhat, zero_division=np.nan),
+        "roc_auc": _sk(skm.roc_auc_score, y, score) if two_classes else math.nan,
+        "pr_auc": _sk(skm.average_precision_score, y, score) if y.any() else math.nan,
+        "log_loss": _sk(skm.log_loss, y, score, labels=[0, 1]),
+        "brier": _sk(skm.brier_score_loss, y, score, pos_label=1),
+    }
+    for name, value in expected.items():
+        assert _close(got[name], value), (name, got[name], value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        observed, predicted = calibration_curve(y, score, n_bins=10, pos_label=1)
+    bins = got["calibration"]
+    assert [b["count"] for b in bins] and sum(b["count"] for b in bins) == len(data)
+    assert all(_close(b["observed_rate"], o) for b, o in zip(bins, observed, strict=True))
+    assert all(_close(b["mean_predicted"], p) for b, p in zip(bins, predicted, strict=True))
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from("abc"),
+            st.sampled_from("abcd"),
+            st.tuples(*[st.integers(0, 5)] * 3),
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_multiclass_metrics_match_sklearn(data: list[tuple[str, str, tuple[int, int, int]]]) -> None:
+    classes = ["a", "b", "c"]
+    probas = []
+    for _, _, weights in data:
+        total = sum(weights) or 1
+        probas.append([w / total if sum(weights) else 1 / 3 for w in weights])
+    rows = [
+        {"label": t, "prediction": p, "probas": list(zip(classes, ps, strict=True))}
+        for (t, p, _), ps in zip(data, probas, strict=True)
+    ]
+    got = _metrics(rows, [])
+    y = [t for t, _, _ in data]
+    yhat = [p for _, p, _ in data]
+    assert got["task"] == "multiclass"
+    assert _close(got["accuracy"], _sk(skm.accuracy_score, y, yhat))
+    assert _close(got["macro_f1"], _sk(skm.f1_score, y, yhat, average="macro", zero_division=0))
+    assert _close(got["log_loss"], _sk(skm.log_loss, y, np.array(probas), labels=classes))
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.tuples(st.integers(-200, 200).map(lambda i: i / 4), st.integers(-200, 200).map(lambda i: i / 4)),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_regression_metrics_match_sklearn(data: list[tuple[float, float]]) -> None:
+    rows = [{"label": str(t), "label_value": t, "prediction": str(p), "prediction_value": p} for t, p in data]
+    got = _metrics(rows, [])
+    y = np.array([t for t, _ in data])
+    yhat = np.array([p for _, p in data])
+    assert got["task"] == "regression"
+    assert _close(got["mae"], _sk(skm.mean_absolute_error, y, yhat))
+    assert _close(got["rmse"], _sk(skm.root_mean_squared_error, y, yhat))
+    assert _close(got["mape"], _sk(skm.mean_absolute_percentage_error, y, yhat))
+    r2 = _sk(skm.r2_score, y, yhat, force_finite=False) if len(data) >= 2 else math.nan
+    assert _close(got["r2"], r2)
+
+
+def test_pending_rows_do_not_count_and_make_a_cohort_immature() -> None:
+    rows = [
+        {"label": "FRAUD", "prediction": "FRAUD", "probas": [("FRAUD", 0.9), ("OK", 0.1)]},
+        {"label": "OK", "prediction": "FRAUD", "probas": [("FRAUD", 0.6), ("OK", 0.4)]},
+        *[
+            {
+                "label": None,
+                "label_state": "pending",
+                "prediction": "OK",
+                "probas": [("FRAUD", 0.2), ("OK", 0.8)],
+            }
+            for _ in range(3)
+        ],
+    ]
+    got = _metrics(rows, [])  # two classes in probas: binary, positive = the greater name
+    assert {
+        k: got[k] for k in ("task", "positive", "n", "n_labelled", "n_pending", "coverage", "immature")
+    } == {
+        "task": "binary",
+        "positive": "OK",
+        "n": 5,
+        "n_labelled": 2,
+        "n_pending": 3,
+        "coverage": 0.4,
+        "immature": True,
+    }
+    # positive OK: the FRAUD row (score 0.1) is predicted right, the OK row (score 0.4) wrong
+    assert (got["accuracy"], got["roc_auc"], got["recall"], got["precision"]) == (0.5, 1.0, 0.0, None)
