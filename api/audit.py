@@ -14,6 +14,7 @@ import logging
 import logging.config
 import logging.handlers
 import queue
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,44 @@ def audit(logger: logging.Logger, event: str, **fields: Any) -> None:
         logger.info(event, extra={"audit": fields})
 
 
+class _BatchingListener(logging.handlers.QueueListener):
+    """A QueueListener that wakes every DRAIN_INTERVAL and writes all waiting lines at once.
+
+    The stock listener wakes for every record; each wake-up competes with the request loop for the
+    GIL (measured: the audit line then cost a third of the single-outcome request rate). Lines of the
+    last DRAIN_INTERVAL can be lost if the process is killed -9; stop() writes everything out.
+    """
+
+    DRAIN_INTERVAL = 0.05
+
+    def start(self) -> None:
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._drain_loop, name="hindsight-audit-writer", daemon=True)
+        self._thread.start()
+
+    def _drain_loop(self) -> None:
+        while not self._stopping.wait(self.DRAIN_INTERVAL):
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        assert isinstance(self.queue, queue.SimpleQueue)
+        while True:
+            try:
+                record = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            self.handle(record)
+        for handler in self.handlers:
+            handler.flush()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stopping.set()
+            self._thread.join()
+            self._thread = None
+
+
 _listeners: list[logging.handlers.QueueListener] = []
 
 
@@ -80,7 +119,7 @@ def configure_audit(logs_dir: Path, *, config_file: Path | None = None) -> None:
         handler.setFormatter(JsonFormatter())
         # A queue keeps file writes off the request path: the listener thread writes the lines.
         records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-        listener = logging.handlers.QueueListener(records, handler)
+        listener = _BatchingListener(records, handler)
         listener.start()
         _listeners.append(listener)
         logger.addHandler(logging.handlers.QueueHandler(records))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -69,7 +68,7 @@ def post_route(max_items: int) -> APIRouter:
             outcomes = parse_outcomes(items, max_items=limit)
         else:
             outcomes = await run_in_threadpool(parse_outcomes, items, max_items=limit)
-        statuses = await asyncio.wrap_future(runtime.intake.submit(outcomes, key.id))
+        statuses = await runtime.store(outcomes, key.id)
         crash_point("outcomes.before_response")
         results = [{"outcome_id": o.outcome_id, "status": s} for o, s in zip(outcomes, statuses, strict=True)]
         created = [o.outcome_id for o, s in zip(outcomes, statuses, strict=True) if s == "created"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -13,7 +16,8 @@ from api.config import ApiConfig
 from storage.keys import KeyStore
 from storage.layout import Layout
 from storage.outcome_flush import Flusher
-from storage.outcome_intake import IntakeLog
+from storage.outcome_intake import Callback, Deliver, IntakeLog, Result
+from storage.outcome_model import Outcome
 
 log = logging.getLogger("hindsight.api")
 
@@ -33,11 +37,30 @@ class Runtime:
         layout = Layout(config.root)
         configure_audit(config.audit_dir, config_file=config.logging_config)
         keys = KeyStore(layout.keys_db)
-        intake = IntakeLog(layout.intake_db, group_commit_ms=config.group_commit_ms)
+        intake = IntakeLog(
+            layout.intake_db,
+            group_commit_ms=config.group_commit_ms,
+            deliver=_on_loop(asyncio.get_running_loop()),
+        )
         flusher = Flusher(intake, config.root, interval=config.flush_interval)
         flusher.start()
         log.info("outcome intake %s open (source %s)", layout.intake_db, intake.app_id)
         return cls(config, intake, flusher, keys)
+
+    def store(self, outcomes: Sequence[Outcome], key_id: str | None) -> asyncio.Future[list[str]]:
+        """Submit outcomes to the intake log; the future resolves on the event loop after the fsync."""
+        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+
+        def done(result: Result) -> None:
+            if future.done():  # the request was cancelled (client gone): nobody waits
+                return
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        self.intake.submit_callback(outcomes, key_id, done)
+        return future
 
     def close(self) -> None:
         """Stop accepting, finish queued writes, flush once more, close everything."""
@@ -55,7 +78,22 @@ class Runtime:
         }
 
 
-async def _runtime(request: Request) -> Runtime:
+async def _on_loop(loop: asyncio.AbstractEventLoop) -> Deliver:
+    """Deliver a whole group's results with one wake-up of the event loop."""
+
+    def deliver(calls: list[tuple[Callback, Result]]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the server is gone, nobody waits
+            loop.call_soon_threadsafe(_run_callbacks, calls)
+
+    return deliver
+
+
+def _run_callbacks(calls: list[tuple[Callback, Result]]) -> None:
+    for callback, result in calls:
+        callback(result)
+
+
+def _runtime(request: Request) -> Runtime:
     # async on purpose: FastAPI runs a sync dependency in a worker thread, a costly hop per request
     runtime = request.app.state.runtime
     assert isinstance(runtime, Runtime)

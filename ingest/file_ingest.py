@@ -25,10 +25,12 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from deltalake import DeltaTable
 
 from ingest.catalog import FileHint, load_catalog, save_catalog
 from ingest.discover import LogFile, discover
 from ingest.fingerprint import FileIdentity, Pending, identify
+from ingest.parser import LineParser, ParseResult
 from ingest.pipeline import OrderedWorker, prefetch
 from ingest.reader import LineBlock, LineReader, Stream, gzip_size_hint, open_log
 from service.errors import SourceError, StorageError
@@ -151,7 +153,7 @@ class _Pending:
     lines: int = 0
     skipped: int = 0
 
-    def add(self, result: Any, batch: _Batch) -> None:
+    def add(self, result: ParseResult, batch: _Batch) -> None:
         self.predictions.append(result.predictions)
         self.quarantine.append(result.quarantine)
         for item, block in batch.parts:
@@ -172,10 +174,6 @@ def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
-class _LineParser(Protocol):
-    def parse(self, lines: pa.Table, *, ingested_at: datetime | None = None) -> Any: ...
-
-
 class FileIngestor:
     """Reads log files into the predictions and quarantine tables under `root`, exactly once."""
 
@@ -187,12 +185,10 @@ class FileIngestor:
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
     ) -> None:
-        from ingest.parser import LineParser
-
         self.layout = Layout(Path(root))
         self.max_line_bytes = max_line_bytes
         self.batch_bytes = batch_bytes
-        self._parser: _LineParser = LineParser(source_tz=source_tz)
+        self._parser = LineParser(source_tz=source_tz)
 
     def run(
         self,
@@ -257,7 +253,7 @@ class FileIngestor:
                 raise StorageError(f"cannot write under root {self.layout.root}: {folder} is not writable")
 
     def _identify(
-        self, logs: list[LogFile], table: Any, summary: IngestSummary
+        self, logs: list[LogFile], table: DeltaTable | None, summary: IngestSummary
     ) -> tuple[list[_Planned], dict[str, tuple[int, int]]]:
         """Identify each file; keep one file per fingerprint (plain over gzip, then the longest)."""
         chosen: dict[str, _Planned] = {}
@@ -296,7 +292,7 @@ class FileIngestor:
         pending: dict[str, tuple[int, int]],
         hints: dict[str, FileHint],
         given: list[Path],
-        table: Any,
+        table: DeltaTable | None,
         summary: IngestSummary,
     ) -> None:
         """Report bytes that were seen on disk but disappeared before they were read."""
@@ -400,6 +396,10 @@ class FileIngestor:
         )
         crash_point("ingest.after_commit")
         _count(summary, report, predictions, pending)
+        del predictions, bad
+        pending.predictions.clear()
+        pending.quarantine.clear()
+        pa.default_memory_pool().release_unused()  # hand freed Arrow buffers back to the OS
 
 
 def ingest_files(
@@ -444,7 +444,7 @@ def _reopen(item: _Planned) -> Stream | None:
     return stream
 
 
-def _seek(stream: Any, item: _Planned) -> None:
+def _seek(stream: Stream, item: _Planned) -> None:
     try:
         stream.seek(item.position)  # gzip: decompresses and discards up to the position
     except (OSError, EOFError) as exc:

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.kafka_batch import PendingBatch, build_lines
-from ingest.parser import LineParser
+from ingest.parser import LineParser, ParseResult
 from storage.commit import SourceBatch, commit_sources, committed_position, open_table
 from storage.layout import Layout
 from storage.schemas import PREDICTIONS, QUARANTINE
@@ -100,6 +100,17 @@ def table_positions(root: Path, names: PartitionNames, partitions: list[int]) ->
 
 
 @dataclass(frozen=True)
+class ParsedBatch:
+    """One gathered batch after parsing, before committing."""
+
+    messages: int
+    tombstones: int
+    ends: dict[int, int]
+    parsed: ParseResult
+    parse_seconds: float
+
+
+@dataclass(frozen=True)
 class BatchOutcome:
     """One gathered batch after parsing and committing: counts for the summary, positions reached."""
 
@@ -114,23 +125,29 @@ class BatchOutcome:
     commit_seconds: float
 
 
-def ingest_batch(root: Path, names: PartitionNames, parser: LineParser, batch: PendingBatch) -> BatchOutcome:
-    """Build the parser input of `batch`, parse it and commit it (runs on the committer thread)."""
+def parse_batch(names: PartitionNames, parser: LineParser, batch: PendingBatch) -> ParsedBatch:
+    """Build the parser input of `batch` and parse it (runs on the parsing thread)."""
     started = time.monotonic()
     ends = batch.ends()
     lines = build_lines(batch, {p: names.source(p) for p in ends})
     parsed = parser.parse(lines.lines, ingested_at=datetime.now(UTC))
-    parsed_at = time.monotonic()
-    result = commit_batch(root, names, ends, parsed.predictions, parsed.quarantine)
+    return ParsedBatch(len(batch), lines.tombstones, ends, parsed, time.monotonic() - started)
+
+
+def commit_parsed(root: Path, names: PartitionNames, batch: ParsedBatch) -> BatchOutcome:
+    """Commit a parsed batch (runs on the committing thread, batches in the order they were parsed)."""
+    started = time.monotonic()
+    parsed = batch.parsed
+    result = commit_batch(root, names, batch.ends, parsed.predictions, parsed.quarantine)
     days = pc.unique(parsed.predictions["day"]).to_pylist() if parsed.predictions.num_rows else []
     return BatchOutcome(
-        messages=len(batch),
-        tombstones=lines.tombstones,
+        messages=batch.messages,
+        tombstones=batch.tombstones,
         skipped=parsed.skipped,
         quarantined=parsed.quarantined,
         days=frozenset(days),
-        ends=ends,
+        ends=batch.ends,
         commit=result,
-        parse_seconds=parsed_at - started,
-        commit_seconds=time.monotonic() - parsed_at,
+        parse_seconds=batch.parse_seconds,
+        commit_seconds=time.monotonic() - started,
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -28,11 +29,11 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
 from ingest.kafka_batch import PendingBatch
-from ingest.kafka_commit import BatchOutcome, ingest_batch, table_positions
+from ingest.kafka_commit import BatchOutcome, ParsedBatch, commit_parsed, parse_batch, table_positions
 from ingest.kafka_config import BatchRules, KafkaSource
 from ingest.kafka_reach import Backoff, probe, unavailable, wait_for_topic
 from ingest.parser import LineParser
-from service.errors import ConfigError, SourceError
+from service.errors import ConfigError, SourceError, StorageError
 
 log = logging.getLogger("hindsight.ingest.kafka")
 
@@ -49,6 +50,7 @@ class _ClientLog:
 
 
 _CONSUME_CHUNK = 10_000
+_IN_FLIGHT = 2  # batches parsed or committed while the next one is gathered
 _POLL_SECONDS = 0.5  # longest a consume() call blocks: bounds how late a stop signal is seen
 _PROGRESS_SECONDS = 10.0
 _FATAL_CODES = frozenset(
@@ -147,8 +149,10 @@ class _Ingestor:
         self.last_activity = time.monotonic()
         self.last_progress = time.monotonic()
         self.first_message: float | None = None
-        self.in_flight: Future[BatchOutcome] | None = None
-        self.committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hindsight-kafka-commit")
+        self.in_flight: deque[Future[BatchOutcome]] = deque()
+        self.pipeline_broken = False
+        self.parsing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hindsight-kafka-parse")
+        self.committing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hindsight-kafka-commit")
         self.summary = KafkaIngestSummary(topic=source.topic, group=source.group)
         try:
             self.consumer = Consumer(
@@ -245,25 +249,37 @@ class _Ingestor:
     # -- committing -------------------------------------------------------------------------
 
     def _flush(self, *, wait: bool) -> None:
-        """Hand the gathered batch to the committer thread; with `wait`, also see it committed.
+        """Hand the gathered batch to the pipeline; with `wait`, also see every batch committed.
 
-        One batch is in flight at most: the next waits for the previous, so commits stay in order
-        and consuming overlaps with parsing and committing.
+        Two stages, one thread each: batch k+1 is parsed while batch k is committed and the main
+        thread gathers k+2. At most `_IN_FLIGHT` batches are in the pipeline, and the committing
+        thread takes them in the order they were gathered, so commits stay in offset order.
         """
-        self._collect(block=True)
+        self._collect(block=True, keep=_IN_FLIGHT - 1)
         if self.pending and not self.failed:
             batch, self.pending = self.pending, PendingBatch()
-            self.in_flight = self.committer.submit(ingest_batch, self.root, self.names, self.parser, batch)
+            parsing = self.parsing.submit(parse_batch, self.names, self.parser, batch)
+            self.in_flight.append(self.committing.submit(self._commit_when_parsed, parsing))
         if wait:
             self._collect(block=True)
 
-    def _collect(self, *, block: bool) -> None:
-        """Apply the outcome of the batch in flight (when done, or waiting for it with `block`)."""
-        future = self.in_flight
-        if future is None or not (block or future.done()):
-            return
-        self.in_flight = None
-        outcome = future.result()  # re-raises what the committer thread raised
+    def _commit_when_parsed(self, parsing: Future[ParsedBatch]) -> BatchOutcome:
+        # A batch must never be committed after an earlier one failed: its positions would jump
+        # over the failed batch's records. Commits run one at a time on this thread, in order.
+        if self.pipeline_broken:
+            raise StorageError("an earlier batch could not be committed; later batches were not committed")
+        try:
+            return commit_parsed(self.root, self.names, parsing.result())
+        except BaseException:
+            self.pipeline_broken = True
+            raise
+
+    def _collect(self, *, block: bool, keep: int = 0) -> None:
+        """Apply the outcomes of committed batches, oldest first; with `block`, wait until `keep` remain."""
+        while len(self.in_flight) > keep and (block or self.in_flight[0].done()):
+            self._apply(self.in_flight.popleft().result())  # re-raises what a pipeline thread raised
+
+    def _apply(self, outcome: BatchOutcome) -> None:
         result = outcome.commit
         summary = self.summary
         summary.messages += outcome.messages
@@ -462,7 +478,9 @@ class _Ingestor:
         self.last_activity = now
 
     def _close(self) -> None:
-        self.committer.shutdown(wait=True)  # never leave a commit half-way through the protocol
+        # never leave a commit half-way through the protocol
+        self.parsing.shutdown(wait=True, cancel_futures=self.failed)
+        self.committing.shutdown(wait=True)
         try:
             self.consumer.close()  # leaves the group; on_revoke has nothing left to commit
         except (KafkaException, RuntimeError) as exc:

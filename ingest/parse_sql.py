@@ -8,14 +8,17 @@ line, 3 a batch line (line-level columns filled; its records come from the secon
 record of each batch (kind 0, item order) or one quarantine row (kind 1) for a malformed batch.
 
 Speed: each line is parsed three times (`json_valid`, one `json_keys` over a constant path list,
-one `json_extract` over a constant path list chosen by envelope) and hashed once (`md5`). Known-key
-checks compare key counts instead of running lambdas; every rare case (unknown keys, flat
+one `json_extract` over a constant path list chosen by envelope) and hashed once (`md5`); each
+element of the extracted list is read once into its own column. Known-key checks compare key
+counts instead of running lambdas; every rare case (unknown keys, flat
 `proba_*` keys, bad values, `serviceGeneration`, a message timestamp) is a CASE branch that DuckDB
 evaluates only for the rows that need it. No filter sits between the stages, so the optimiser
 cannot push expressions down and evaluate them twice.
 """
 
 from __future__ import annotations
+
+import re
 
 TS_RANGE = ("1900-01-01 00:00:00+00", "2199-12-31 23:59:59.999999+00")
 """Timestamps outside this range are quarantined: they are typos or unit mistakes, and would not
@@ -68,10 +71,6 @@ _KEY_PATHS = ("$", "$.message", "$.message.result", "$.clientEvent", "$.clientEv
 def sql_list(values: tuple[str, ...] | list[str]) -> str:
     """A constant SQL list of string literals."""
     return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
-
-
-def _q(path: str) -> str:
-    return "'" + path + "'"
 
 
 def _extract_paths(env: str) -> list[str]:
@@ -177,7 +176,7 @@ def build_lines_query() -> str:
                   AND (list_contains(mk, 'features') OR list_contains(mk, 'result') OR is_batch)), false)"""
     msg_json = _by_env("json_extract(s, '{prefix}')")
     result_json = _by_env("json_extract(s, '{prefix}.result')")
-    return f"""
+    query = f"""
 WITH
 l AS (
     SELECT idx, source, source_position, line_bytes, n_bytes, fallback_ts, s,
@@ -192,20 +191,23 @@ l AS (
 k AS (
     SELECT *, CASE WHEN st = 'ok' THEN json_keys(s, {sql_list(_KEY_PATHS)}) END AS kk FROM l
 ),
+kr AS (
+    SELECT *, kk[1] AS root_keys FROM k
+),
 e AS (
     SELECT *,
         CASE WHEN st <> 'ok' THEN NULL
-             WHEN len(kk[1]) = 0 AND json_type(s) <> 'OBJECT' THEN 'notobj'
-             WHEN list_contains(kk[1], 'clientEvent') THEN 'C'
-             WHEN list_contains(kk[1], 'message')
-                  AND (list_contains(kk[1], 'logger') OR list_contains(kk[1], 'severity')) THEN 'E'
+             WHEN len(root_keys) = 0 AND json_type(s) <> 'OBJECT' THEN 'notobj'
+             WHEN list_contains(root_keys, 'clientEvent') THEN 'C'
+             WHEN list_contains(root_keys, 'message')
+                  AND (list_contains(root_keys, 'logger') OR list_contains(root_keys, 'severity')) THEN 'E'
              ELSE 'bare' END AS env
-    FROM k
+    FROM kr
 ),
 x AS (
     SELECT *,
         CASE env {extract} END AS f,
-        CASE env WHEN 'E' THEN kk[2] WHEN 'C' THEN kk[4] WHEN 'bare' THEN kk[1] END AS mk,
+        CASE env WHEN 'E' THEN kk[2] WHEN 'C' THEN kk[4] WHEN 'bare' THEN root_keys END AS mk,
         CASE env WHEN 'E' THEN kk[3] WHEN 'C' THEN kk[5] WHEN 'bare' THEN kk[6] END AS rk
     FROM e
 ),
@@ -308,8 +310,8 @@ SELECT kind, idx,
     CASE WHEN kind IN (0, 3) THEN
         '{{"format":"' || CASE env WHEN 'E' THEN CASE WHEN substr(f[{F_TS}], 6, 1) = '/' THEN 'A' ELSE 'B' END
                                   WHEN 'C' THEN 'C' ELSE 'bare' END || '"'
-        || CASE WHEN env = 'E' AND len(kk[1]) = {env_known_count}
-                    THEN CASE WHEN len(kk[1]) = 1 + (f[{F_TS}] IS NOT NULL)::INT THEN ''
+        || CASE WHEN env = 'E' AND len(root_keys) = {env_known_count}
+                    THEN CASE WHEN len(root_keys) = 1 + (f[{F_TS}] IS NOT NULL)::INT THEN ''
                               ELSE ',"envelope":{{' || concat_ws(',', {env_pairs}) || '}}' END
                 WHEN env = 'E' THEN coalesce(',"envelope":' || nullif(hs_rest(s, {
         sql_list(ENVELOPE_MAPPED["E"])
@@ -335,6 +337,31 @@ SELECT kind, idx,
     source, source_position, reason, env
 FROM o
 """
+    return _unpack_f(query)
+
+
+def _f_name(position: int) -> str:
+    """The column that holds element `position` of the extracted list `f`."""
+    for key, pos in F_MSG.items():
+        if pos == position:
+            return f"m_{key}"
+    for key, pos in F_RES.items():
+        if pos == position:
+            return f"r_{key}"
+    for key, pos in F_ENV.items():
+        if pos == position:
+            return f"e_{key}"
+    return "env_ts"
+
+
+def _unpack_f(query: str) -> str:
+    """Read each element of `f` once, into its own column (a list element read costs as much as a
+    JSON value; the query refers to some elements a dozen times)."""
+    positions = range(1, F_ENV[ENVELOPE_KEPT[-1]] + 1)
+    unpack = ", ".join(f"f[{i}] AS {_f_name(i)}" for i in positions)
+    query = re.sub(r"\bf\[(\d+)\]", lambda m: _f_name(int(m.group(1))), query)
+    query = query.replace("\ny AS (", f"\nu AS (\n    SELECT *, {unpack} FROM x\n),\ny AS (", 1)
+    return query.replace("    FROM x\n),\nz AS (", "    FROM u\n),\nz AS (", 1)
 
 
 def build_batch_query() -> str:

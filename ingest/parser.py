@@ -202,7 +202,8 @@ def _assemble(out: pa.Table, lines: pa.Table, prepared: pa.Table, ingested: date
     n_quarantined = int(np.count_nonzero(kind == 1))
     n_skipped = int(np.count_nonzero(kind == 2))
     records = out if n_records == out.num_rows else out.filter(pa.array(kind == 0))
-    bad = out.filter(pa.array(kind == 1)) if n_quarantined else out.slice(0, 0)
+    bad = out.select(["idx", "reason"])
+    bad = bad.filter(pa.array(kind == 1)) if n_quarantined else bad.slice(0, 0)
     return ParseResult(
         predictions=_predictions(records, ingested),
         quarantine=_quarantine(bad, lines, prepared, ingested),

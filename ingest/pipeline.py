@@ -72,11 +72,9 @@ class OrderedWorker(Generic[T]):
     first error `handle` raised (items after a failure are dropped, never handled out of order).
     """
 
-    def __init__(
-        self, handle: Callable[[T], None], *, depth: int = 1, name: str = "hindsight-worker"
-    ) -> None:
+    def __init__(self, handle: Callable[[T], None], *, name: str = "hindsight-worker") -> None:
         self._handle = handle
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
 
@@ -85,7 +83,12 @@ class OrderedWorker(Generic[T]):
         return self
 
     def submit(self, item: T) -> None:
-        """Queue `item` (waits while the queue is full); raises at once if an earlier item failed."""
+        """Hand `item` over once the worker has finished the previous one; raises if that one failed.
+
+        Waiting for the worker to be idle (rather than queueing) keeps at most one item in work
+        and one being prepared by the caller: memory stays bounded by two items.
+        """
+        self._queue.join()
         self._raise_if_failed()
         self._queue.put(item)
 
@@ -104,11 +107,13 @@ class OrderedWorker(Generic[T]):
     def _work(self) -> None:
         while True:
             item = self._queue.get()
-            if item is _DONE:
-                return
-            if self._error is not None:
-                continue  # drain without handling: order matters more than progress after a failure
             try:
-                self._handle(item)  # type: ignore[arg-type]
+                if item is _DONE:
+                    return
+                if self._error is None:  # after a failure, drain without handling: order first
+                    self._handle(item)  # type: ignore[arg-type]
             except BaseException as exc:
                 self._error = exc
+            finally:
+                del item
+                self._queue.task_done()

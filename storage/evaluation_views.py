@@ -11,9 +11,12 @@ from storage.commit import open_table
 from storage.label_sql import (
     OUTCOMES_SOURCE,
     PREDICTIONS_SOURCE,
+    WON_TABLE,
     create_policies_table,
     labelled_macro,
+    labelled_with_won_table_macro,
     unmatched_macro,
+    won_macro,
 )
 from storage.layout import Layout
 from storage.schemas import OUTCOMES, PREDICTIONS
@@ -56,7 +59,10 @@ def _create_labelled_as_of(con: duckdb.DuckDBPyConnection, layout: Layout) -> No
     # Arrow scans carry no row-count statistics, so DuckDB estimates ~1 row and would turn the ASOF join
     # into a nested loop (measured: 54 s on 100k rows); always take the sort-merge ASOF plan.
     con.execute("SET asof_loop_join_threshold = 0")
-    con.execute(labelled_macro(context.policies))
+    con.execute(won_macro(context.policies))
+    con.execute(labelled_macro())
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {WON_TABLE} AS SELECT * FROM _hs_won_as_of(now()) LIMIT 0")
+    con.execute(labelled_with_won_table_macro())
 
 
 def _create_labelled(con: duckdb.DuckDBPyConnection, layout: Layout) -> None:

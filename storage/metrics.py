@@ -17,7 +17,7 @@ import duckdb
 import numpy as np
 
 from service.errors import InputError, QueryError
-from storage.label_sql import PREDICTIONS_SOURCE
+from storage.label_sql import PREDICTIONS_SOURCE, WON_TABLE
 from storage.policies import Policy
 from storage.views import connect
 
@@ -137,6 +137,7 @@ def compute_metrics(con: duckdb.DuckDBPyConnection, query: MetricsQuery) -> list
         raise QueryError(f"metrics query failed: {exc}") from exc
     finally:
         con.execute("DROP TABLE IF EXISTS _hs_eval")
+        con.execute(f"DELETE FROM {WON_TABLE}")
     results = []
     for row in rows:
         group = tasks[(row["service_id"], row["endpoint_id"], row["outcome_type"])]
@@ -167,34 +168,52 @@ def _filters(query: MetricsQuery) -> tuple[str, list[Any]]:
 
 
 def _groups(con: duckdb.DuckDBPyConnection, query: MetricsQuery) -> list[_Group]:
-    """The task of each endpoint and outcome_type, from its predictions and its policy's `positive`."""
+    """The task of each endpoint and outcome_type, from its policy's `positive`, else from its predictions."""
     where, params = _filters(query)
-    stats = con.execute(
-        f"""SELECT service_id, endpoint_id, count(probas) AS with_probas,
-                   min(list_sort(map_keys(probas))) AS min_classes,
-                   max(list_sort(map_keys(probas))) AS max_classes,
-                   count(prediction_value) AS with_value,
-                   count(prediction) FILTER (WHERE TRY_CAST(prediction AS DOUBLE) IS NULL) AS with_text
-            FROM {PREDICTIONS_SOURCE} WHERE {where} GROUP BY ALL""",
-        params,
+    endpoints = con.execute(
+        f"SELECT DISTINCT service_id, endpoint_id FROM {PREDICTIONS_SOURCE} WHERE {where}", params
     ).fetchall()
     policies = con.execute(
         "SELECT service_id, endpoint_id, outcome_type, positive FROM _hs_policies WHERE policy_id > 0"
     ).fetchall()
     groups = []
-    for service_id, endpoint_id, with_probas, min_classes, max_classes, with_value, with_text in stats:
+    for service_id, endpoint_id in sorted(endpoints, key=lambda e: (e[0] or "", e[1] or "")):
         declared = [(t, pos) for s, e, t, pos in policies if (s, e) == (service_id, endpoint_id)]
-        two_classes = with_probas > 0 and min_classes == max_classes and len(max_classes) == 2
+        shape: tuple[str, str | None] | None = None
         for outcome_type, positive in declared or [("label", None)]:
-            if positive is not None or two_classes:
-                # Without a declared positive, the greater class name is positive (scikit-learn's order).
-                task, pos = "binary", positive if positive is not None else max_classes[1]
-            elif (with_probas == 0 and with_value > 0) or (with_probas == 0 and with_text == 0):
-                task, pos = "regression", None
+            if positive is not None:
+                task, pos = "binary", positive
             else:
-                task, pos = "multiclass", None
+                # Only endpoints without a declared positive pay for a look at their predictions.
+                shape = shape or _shape(con, service_id, endpoint_id, where, params)
+                task, pos = shape
             groups.append(_Group(service_id, endpoint_id, outcome_type, task, pos))
     return groups
+
+
+def _shape(
+    con: duckdb.DuckDBPyConnection,
+    service_id: str | None,
+    endpoint_id: str | None,
+    where: str,
+    params: list[Any],
+) -> tuple[str, str | None]:
+    """binary (two classes in probas: the greater name is positive, scikit-learn's order), regression
+    (numeric predictions, no probas) or multiclass."""
+    row = con.execute(
+        f"""SELECT count(probas), min(list_sort(map_keys(probas))), max(list_sort(map_keys(probas))),
+                   count(prediction_value),
+                   count(prediction) FILTER (WHERE TRY_CAST(prediction AS DOUBLE) IS NULL)
+            FROM {PREDICTIONS_SOURCE}
+            WHERE {where} AND service_id IS NOT DISTINCT FROM ? AND endpoint_id IS NOT DISTINCT FROM ?""",
+        [*params, service_id, endpoint_id],
+    ).fetchall()[0]
+    with_probas, min_classes, max_classes, with_value, with_text = row
+    if with_probas > 0 and min_classes == max_classes and len(max_classes) == 2:
+        return "binary", str(max_classes[1])
+    if with_probas == 0 and (with_value > 0 or with_text == 0):
+        return "regression", None
+    return "multiclass", None
 
 
 def _materialise(con: duckdb.DuckDBPyConnection, query: MetricsQuery, groups: list[_Group]) -> None:
@@ -213,12 +232,15 @@ def _materialise(con: duckdb.DuckDBPyConnection, query: MetricsQuery, groups: li
     as_of = "now()" if query.as_of is None else "?::TIMESTAMPTZ"
     as_of_params = [] if query.as_of is None else [query.as_of]
     con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {WON_TABLE} AS SELECT * FROM _hs_won_as_of({as_of})", as_of_params
+    )
+    con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _hs_eval AS
         SELECT service_id, endpoint_id, outcome_type, {_COHORT_SQL[query.by]} AS cohort, label_state,
                prediction, label, label_value,
                coalesce(prediction_value, TRY_CAST(prediction AS DOUBLE)) AS predicted_value,
                t.task, t.pos, probas[t.pos]::DOUBLE AS score, probas[label]::DOUBLE AS p_true
-        FROM (SELECT *, {task} AS t FROM labelled_as_of({as_of}) WHERE {where})""",
+        FROM (SELECT *, {task} AS t FROM _hs_labelled_with_won({as_of}) WHERE {where})""",
         [*case_params, *as_of_params, *params],
     )
 

@@ -24,12 +24,14 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from service.errors import IdempotencyConflict, NotReady, StorageError
 from storage.crashpoints import crash_point
@@ -58,7 +60,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ids (
     outcome_id TEXT PRIMARY KEY,
-    fingerprint BLOB NOT NULL
+    fingerprint TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pending (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -78,12 +80,17 @@ CREATE TABLE IF NOT EXISTS pending (
 );
 """
 
+# Rows travel as ONE JSON array parameter and are unpacked by SQLite (json_each, in C): a whole
+# insert is one sqlite3_step, so the writer releases and re-takes the GIL once per statement instead
+# of once per row (executemany), which under load cost a GIL wait each time.
 _INSERT_PENDING = (
     "INSERT INTO pending (outcome_id, record_id, key, service_id, endpoint_id, outcome_type, value, "
     "value_number, value_json, occurred_at_us, received_at_us, attributes, key_id) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, "
+    "value->>8, value->>9, value->>10, value->>11, value->>12 FROM json_each(?)"
 )
-_LOOKUP_CHUNK = 500  # bound parameters per IN (...) lookup, well under SQLITE_MAX_VARIABLE_NUMBER
+_INSERT_IDS = "INSERT INTO ids (outcome_id, fingerprint) SELECT value->>0, value->>1 FROM json_each(?)"
+_LOOKUP = "SELECT outcome_id, fingerprint FROM ids WHERE outcome_id IN (SELECT value FROM json_each(?))"
 BUSY_TIMEOUT_S = 30.0
 
 
@@ -109,7 +116,32 @@ def connect_sqlite(path: Path, *, timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Co
 class _Submission:
     outcomes: Sequence[Outcome]
     key_id: str | None
-    future: Future[list[str]] = field(default_factory=Future)
+    done: Callback
+
+
+Result = list[str] | BaseException
+"""What a submission gets: its statuses, or the error that kept it from being stored."""
+Callback = Callable[[Result], None]
+Deliver = Callable[[list[tuple[Callback, Result]]], None]
+"""Hands a whole group's results to their callbacks (default: call them on the writer thread).
+
+The API passes one that schedules them all with ONE `loop.call_soon_threadsafe`: a wake-up of the
+event loop per request (as `asyncio.wrap_future` does) costs a syscall and a GIL hand-off each."""
+
+
+def _call_each(calls: list[tuple[Callback, Result]]) -> None:
+    for callback, result in calls:
+        callback(result)
+
+
+def _future_callback(future: Future[list[str]]) -> Callback:
+    def done(result: Result) -> None:
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+    return done
 
 
 @dataclass(frozen=True)
@@ -123,10 +155,11 @@ class AppendReport:
 class IntakeLog:
     """The durable intake of outcomes: group-committed appends, idempotency, reads for the flusher."""
 
-    def __init__(self, path: Path, *, group_commit_ms: float = 2.0) -> None:
+    def __init__(self, path: Path, *, group_commit_ms: float = 2.0, deliver: Deliver = _call_each) -> None:
         self.path = path
+        self._deliver = deliver
         self._linger = group_commit_ms / 1000.0
-        self._queue: queue.Queue[_Submission | None] = queue.Queue()
+        self._queue: queue.SimpleQueue[_Submission | None] = queue.SimpleQueue()
         self._failure: str | None = None
         self.commits = 0  # transactions committed (one per group): observable group commit
         self._write = connect_sqlite(path)
@@ -165,11 +198,15 @@ class IntakeLog:
 
     def submit(self, outcomes: Sequence[Outcome], key_id: str | None) -> Future[list[str]]:
         """Queue outcomes for the next group commit; the future resolves after the fsync."""
+        future: Future[list[str]] = Future()
+        self.submit_callback(outcomes, key_id, _future_callback(future))
+        return future
+
+    def submit_callback(self, outcomes: Sequence[Outcome], key_id: str | None, done: Callback) -> None:
+        """Queue outcomes; `done` gets the statuses (or the error) through `deliver` after the fsync."""
         if self._failure is not None:
             raise NotReady(f"outcome intake stopped accepting writes: {self._failure}")
-        submission = _Submission(outcomes, key_id)
-        self._queue.put(submission)
-        return submission.future
+        self._queue.put(_Submission(outcomes, key_id, done))
 
     def append(self, outcomes: Sequence[Outcome], key_id: str | None) -> list[str]:
         """Store outcomes durably and return their statuses (blocking form of `submit`)."""
@@ -231,15 +268,16 @@ class IntakeLog:
         return value
 
     def _gather(self, first: _Submission) -> tuple[list[_Submission], bool]:
+        # Sleep through the linger, then drain: one wake-up per group, not one per request (each
+        # wake-up of this thread competes with the event loop for the GIL).
+        if self._linger > 0:
+            time.sleep(self._linger)
         group = [first]
-        stop = False
-        deadline = time.monotonic() + self._linger
         while True:
             try:
-                remaining = deadline - time.monotonic()
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                item = self._queue.get_nowait()
             except queue.Empty:
-                return group, stop
+                return group, False
             if item is None:
                 return group, True
             group.append(item)
@@ -252,10 +290,8 @@ class IntakeLog:
                 return
             group, stop = self._gather(first)
             if self._failure is not None:
-                for sub in group:
-                    sub.future.set_exception(
-                        NotReady(f"outcome intake stopped accepting writes: {self._failure}")
-                    )
+                refused = NotReady(f"outcome intake stopped accepting writes: {self._failure}")
+                self._deliver([(sub.done, refused) for sub in group])
                 continue
             try:
                 outcomes = self._commit_group(group)
@@ -269,11 +305,7 @@ class IntakeLog:
                 self._abort(group, exc, latch=True)
                 continue
             crash_point("outcomes.intake_fsynced")
-            for sub, result in zip(group, outcomes, strict=True):
-                if isinstance(result, BaseException):
-                    sub.future.set_exception(result)
-                else:
-                    sub.future.set_result(result)
+            self._deliver([(sub.done, result) for sub, result in zip(group, outcomes, strict=True)])
 
     def _abort(self, group: list[_Submission], exc: BaseException, *, latch: bool) -> None:
         try:
@@ -286,8 +318,7 @@ class IntakeLog:
             error: BaseException = NotReady(f"outcomes were not stored, the intake log failed: {exc}")
         else:
             error = exc
-        for sub in group:
-            sub.future.set_exception(error)
+        self._deliver([(sub.done, error) for sub in group])
 
     def _commit_group(self, group: list[_Submission]) -> list[list[str] | BaseException]:
         con = self._write
@@ -296,7 +327,7 @@ class IntakeLog:
         known = self._known_fingerprints(group)
         results: list[list[str] | BaseException] = []
         rows: list[tuple[Any, ...]] = []
-        id_rows: list[tuple[str, bytes]] = []
+        id_rows: list[tuple[str, str]] = []
         for sub in group:
             result = _statuses(sub.outcomes, known)
             results.append(result)
@@ -309,28 +340,24 @@ class IntakeLog:
                 id_rows.append((outcome.outcome_id, outcome.fingerprint))
                 rows.append(_pending_row(outcome, received, sub.key_id))
         if rows:
-            con.executemany("INSERT INTO ids (outcome_id, fingerprint) VALUES (?, ?)", id_rows)
-            con.executemany(_INSERT_PENDING, rows)
+            con.execute(_INSERT_IDS, (orjson.dumps(id_rows).decode(),))
+            con.execute(_INSERT_PENDING, (orjson.dumps(rows).decode(),))
         crash_point("outcomes.intake_before_commit")
         con.execute("COMMIT")  # synchronous=FULL: returns after the WAL fsync
         self.commits += 1
         return results
 
-    def _known_fingerprints(self, group: list[_Submission]) -> dict[str, bytes]:
+    def _known_fingerprints(self, group: list[_Submission]) -> dict[str, str]:
         wanted = list({o.outcome_id for sub in group for o in sub.outcomes if not o.generated_id})
-        known: dict[str, bytes] = {}
-        for start in range(0, len(wanted), _LOOKUP_CHUNK):
-            chunk = wanted[start : start + _LOOKUP_CHUNK]
-            marks = ", ".join("?" * len(chunk))
-            sql = f"SELECT outcome_id, fingerprint FROM ids WHERE outcome_id IN ({marks})"
-            known.update(self._write.execute(sql, chunk).fetchall())
-        return known
+        if not wanted:
+            return {}
+        return dict(self._write.execute(_LOOKUP, (orjson.dumps(wanted).decode(),)).fetchall())
 
 
-def _statuses(outcomes: Sequence[Outcome], known: dict[str, bytes]) -> list[str] | BaseException:
+def _statuses(outcomes: Sequence[Outcome], known: dict[str, str]) -> list[str] | BaseException:
     """created/duplicate per outcome, or an IdempotencyConflict for the whole submission."""
     statuses: list[str] = []
-    seen: dict[str, bytes] = {}
+    seen: dict[str, str] = {}
     conflicts: list[dict[str, Any]] = []
     for index, outcome in enumerate(outcomes):
         previous = seen.get(outcome.outcome_id, known.get(outcome.outcome_id))

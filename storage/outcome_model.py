@@ -125,7 +125,7 @@ class Outcome(NamedTuple):
     value_json: str
     occurred_at_us: int | None
     attributes: str | None
-    fingerprint: bytes
+    fingerprint: str  # 32 hex digits
     generated_id: bool = False  # the server made the id up (uuid4): it cannot be stored already
 
     def occurred_or(self, received_at_us: int) -> int:
@@ -212,7 +212,7 @@ def normalise(item: OutcomeIn, new_id: str | None = None) -> Outcome:
         occurred,
         attributes,
     )
-    fingerprint = _digest(orjson.dumps(body)).digest()
+    fingerprint = _digest(orjson.dumps(body)).hexdigest()
     generated = item.outcome_id is None
     return Outcome(
         (new_id or new_ids(1)[0]) if generated else item.outcome_id,  # type: ignore[arg-type]

@@ -1,8 +1,9 @@
 """Property tests: every metric of storage.metrics equals scikit-learn's on random data (to 1e-9).
 
-compute_metrics reads three relations of a connection: `_hs_predictions`, `_hs_policies` and the table macro
-`labelled_as_of`. Here they are real DuckDB objects filled with generated rows (the label join itself is
-tested in test_labelled.py), so thousands of cohorts run in seconds.
+compute_metrics reads these relations of a connection: `_hs_predictions`, `_hs_policies` and the table
+macros `_hs_won_as_of` / `_hs_labelled_with_won` (the label join; tested in test_labelled.py). Here they
+are real DuckDB objects filled with generated rows, so thousands of cohorts run in seconds; the
+end-to-end path through real Delta tables is covered by tests/service/test_cli_eval.py.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def _connection(rows: list[dict[str, Any]], policies: list[Policy]) -> Iterator[
     con.register("_rows", pa.Table.from_pylist(full, schema=schema))
     con.execute("CREATE TABLE _t AS SELECT * FROM _rows")
     con.execute(f"CREATE VIEW {PREDICTIONS_SOURCE} AS SELECT * FROM _t")
-    con.execute("CREATE MACRO labelled_as_of(as_of) AS TABLE SELECT * FROM _t")
+    con.execute("CREATE MACRO _hs_won_as_of(as_of) AS TABLE SELECT NULL AS record_id")
+    con.execute("CREATE MACRO _hs_labelled_with_won(as_of) AS TABLE SELECT * FROM _t")
     create_policies_table(con, policies)
     try:
         yield con
