@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from api import routes_admin, routes_health, routes_outcomes
+from api import routes_admin, routes_docs, routes_health, routes_outcomes
 from api.calls import CallAuditMiddleware
 from api.config import ApiConfig
 from api.errors import install_error_handlers
@@ -48,12 +48,16 @@ def create_app(config: ApiConfig) -> FastAPI:
         summary="Record what finally happened to ML predictions; read predictions with their outcomes.",
         version="0.1.0",
         lifespan=lifespan,
+        openapi_url=None,  # served by routes_docs behind a key (every endpoint but /healthz needs one)
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.include_router(routes_health.router)
     app.include_router(routes_outcomes.post_route(config.max_batch_items))
     app.include_router(routes_outcomes.router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_docs.router)
     for router in _optional_routers():
         app.include_router(router)
     if config.audit_calls:

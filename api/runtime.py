@@ -78,7 +78,7 @@ class Runtime:
         }
 
 
-async def _on_loop(loop: asyncio.AbstractEventLoop) -> Deliver:
+def _on_loop(loop: asyncio.AbstractEventLoop) -> Deliver:
     """Deliver a whole group's results with one wake-up of the event loop."""
 
     def deliver(calls: list[tuple[Callback, Result]]) -> None:
@@ -93,7 +93,7 @@ def _run_callbacks(calls: list[tuple[Callback, Result]]) -> None:
         callback(result)
 
 
-def _runtime(request: Request) -> Runtime:
+async def _runtime(request: Request) -> Runtime:
     # async on purpose: FastAPI runs a sync dependency in a worker thread, a costly hop per request
     runtime = request.app.state.runtime
     assert isinstance(runtime, Runtime)

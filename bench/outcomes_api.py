@@ -69,7 +69,7 @@ def start(args: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[b
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1)
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
             return proc
         except httpx.TransportError:
             time.sleep(0.1)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ("ingest_files.py", "ingest_kafka.py", "outcomes_api.py", "evaluate.py")
+BENCHES = ("parse_lines.py", "ingest_files.py", "ingest_kafka.py", "outcomes_api.py", "evaluate.py")
 
 
 def main() -> int:

@@ -151,6 +151,8 @@ class _Ingestor:
         self.first_message: float | None = None
         self.in_flight: deque[Future[BatchOutcome]] = deque()
         self.pipeline_broken = False
+        self.known_positions: dict[int, int] = {}
+        """The table's position of each partition as far as we know: sent to Kafka for lag tools."""
         self.parsing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hindsight-kafka-parse")
         self.committing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hindsight-kafka-commit")
         self.summary = KafkaIngestSummary(topic=source.topic, group=source.group)
@@ -171,7 +173,9 @@ class _Ingestor:
             count = wait_for_topic(
                 self.consumer, self.source.bootstrap, self.source.topic, self.rules.give_up_after, self.stop
             )
-            if count is not None:
+            if count is None:
+                self.summary.stopped_by = "signal"  # stopped while waiting for the broker
+            else:
                 log.info(
                     "consuming topic %s (%d partitions) from %s as group %s",
                     self.source.topic,
@@ -290,6 +294,7 @@ class _Ingestor:
         summary.tombstones += outcome.tombstones
         summary.partitions.update(outcome.ends)
         summary.positions.update(result.positions)
+        self.known_positions.update(result.positions)
         summary.days.update(outcome.days)
         summary.commits += 1
         if self.first_message is not None:
@@ -325,7 +330,7 @@ class _Ingestor:
 
     def _commit_offsets(self, *, sync: bool, positions: dict[int, int] | None = None) -> None:
         """Tell Kafka how far the table got, for lag tools; the table stays the truth."""
-        chosen = self.summary.positions if positions is None else positions
+        chosen = self.known_positions if positions is None else positions
         offsets = [
             TopicPartition(self.source.topic, p, pos) for p, pos in chosen.items() if p in self.assigned
         ]
@@ -364,6 +369,8 @@ class _Ingestor:
             for tp in partitions:
                 committed = positions[tp.partition]
                 tp.offset = start if committed is None else committed
+                if committed is not None:
+                    self.known_positions[tp.partition] = committed
             described = ", ".join(
                 f"{tp.partition}@{'start' if positions[tp.partition] is None else positions[tp.partition]}"
                 for tp in partitions

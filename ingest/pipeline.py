@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Generator
+from collections import deque
+from collections.abc import Callable, Generator, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _DONE = object()
 
@@ -63,6 +66,25 @@ def prefetch(items: Generator[T, None, None], *, depth: int = 1) -> Generator[T,
     finally:
         cancelled.set()
         thread.join()
+
+
+def ordered_map(
+    fn: Callable[[T], R], items: Iterable[T], *, workers: int, name: str = "hindsight-map"
+) -> Generator[R, None, None]:
+    """`fn` over `items` on `workers` threads; results come in input order, at most `workers` in flight."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
+        inflight: deque[Future[R]] = deque()
+        try:
+            for item in items:
+                inflight.append(pool.submit(fn, item))
+                del item
+                if len(inflight) >= workers:
+                    yield inflight.popleft().result()
+            while inflight:
+                yield inflight.popleft().result()
+        finally:
+            for future in inflight:
+                future.cancel()
 
 
 class OrderedWorker(Generic[T]):

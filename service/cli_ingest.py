@@ -87,6 +87,7 @@ def files_command(
         source_tz=ingest.source_tz,
         max_line_bytes=ingest.max_line_bytes,
         batch_bytes=ingest.batch_bytes,
+        parse_threads=ingest.parse_threads,
     )
     total = IngestSummary()
     with _ProgressContext() as bar:

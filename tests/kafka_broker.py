@@ -14,7 +14,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import KafkaException, Producer
@@ -33,7 +33,6 @@ class Broker:
     bootstrap: str
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
-    topics: list[str] = field(default_factory=list)
 
     def stop(self) -> None:
         """Kill the broker we started (nothing happens for an external cluster)."""

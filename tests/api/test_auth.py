@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import time
 
 import httpx
 import pytest
@@ -19,6 +21,8 @@ ENDPOINTS = [
     ("GET", "/v1/admin/keys", None, "admin", 200),
     ("POST", "/v1/admin/keys", {"name": "n", "scopes": ["read"]}, "admin", 201),
     ("DELETE", "/v1/admin/keys/000000000000", None, "admin", 404),
+    ("GET", "/openapi.json", None, "read", 200),
+    ("GET", "/docs", None, "read", 200),
 ]
 
 
@@ -35,7 +39,7 @@ def world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
     root = tmp_path_factory.mktemp("auth") / "root"
     tokens = {scope: make_key(root, scope, name=scope) for scope in SCOPES}
     revoked = make_key(root, *SCOPES, name="revoked")
-    srv = Server(root)
+    srv = Server(root, env={"HINDSIGHT_API__AUDIT_CALLS": "true"})
     srv.start()
     admin = bearer(tokens["admin"])
     revoked_id = revoked.split("_")[1]
@@ -77,3 +81,28 @@ def test_no_key_is_401_and_healthz_needs_none(world, method, path, body, needed,
         assert response.status_code == 401
         assert response.json()["error"]["type"] == "AuthError"
     assert httpx.get(srv.url + "/healthz").json() == {"status": "ok"}
+
+
+def _call_lines(srv: Server) -> list[dict[str, object]]:
+    log = srv.root / "logs" / "audit-calls.log"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_every_call_is_audited_when_enabled(world) -> None:  # type: ignore[no-untyped-def]
+    srv, tokens, _revoked = world
+    reader_id = tokens["read"].split("_")[1]
+    time.sleep(0.2)  # let earlier calls' lines be written (the audit writer drains every 50 ms)
+    before = len(_call_lines(srv))
+    assert (
+        httpx.get(srv.url + "/v1/outcomes?record_id=audit-me", headers=bearer(tokens["read"])).status_code
+        == 200
+    )
+    assert httpx.get(srv.url + "/v1/outcomes?record_id=audit-me").status_code == 401
+    deadline = time.monotonic() + 5
+    lines = _call_lines(srv)
+    while len(lines) < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        lines = _call_lines(srv)
+    calls = [(x["method"], x["path"], x["status"], x["key_id"]) for x in lines[before:]]
+    assert calls == [("GET", "/v1/outcomes", 200, reader_id), ("GET", "/v1/outcomes", 401, None)]
+    assert all(token not in json.dumps(lines) for token in tokens.values())

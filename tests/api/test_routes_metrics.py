@@ -77,6 +77,7 @@ def test_csv(running: tuple[Server, dict[str, str]]) -> None:
         ("read", {"endpoint": "no-slash"}, 422, "InputError"),
         ("read", {"by": "month"}, 422, None),
         ("read", {"as_of": "soon"}, 422, None),
+        ("read", {"as_of": "0001-01-01T00:00:00+23:00"}, 422, "InputError"),
         ("read", {"from": "2026-02-01", "to": "2026-01-01"}, 422, "InputError"),
     ],
 )

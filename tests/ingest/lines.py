@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -140,16 +140,6 @@ def lines_table(
     if fallback_ts is not None:
         columns["fallback_ts"] = pa.array(fallback_ts, pa.timestamp("us", tz="UTC"))
     return pa.table(columns)
-
-
-def at(hours: float) -> datetime:
-    """DEFAULT_TS shifted by `hours` (handy for DST tests)."""
-    return DEFAULT_TS + timedelta(hours=hours)
-
-
-def fixed_offset(hours: int) -> timezone:
-    """A fixed UTC offset, for building expected instants."""
-    return timezone(timedelta(hours=hours))
 
 
 def _apply(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -237,12 +237,13 @@ def test_tmp_files_are_ignored(tmp_path: Path) -> None:
     assert ids_in(root) == expected([0]) and summary.files == 1
 
 
-def test_rotated_files_are_committed_oldest_first(tmp_path: Path) -> None:
+@pytest.mark.parametrize("parse_threads", [1, 2])
+def test_rotated_files_are_committed_oldest_first(tmp_path: Path, parse_threads: int) -> None:
     logs, root = tmp_path / "logs", tmp_path / "root"
     _write(logs / "queries.log", range(20, 22))
     _write(logs / "queries.log.1", range(10, 12))
     _write(logs / "queries.log.2", range(0, 2))
-    _ingest(root, logs, batch_bytes=1)  # one commit per file
+    _ingest(root, logs, batch_bytes=1, parse_threads=parse_threads)  # one commit per file
     table = DeltaTable(str(Layout(root).predictions))
     seen: list[str] = []
     for version in range(table.version() + 1):
@@ -252,6 +253,7 @@ def test_rotated_files_are_committed_oldest_first(tmp_path: Path) -> None:
         }
         seen += sorted(names - set(seen))
     assert seen == ["queries.log.2", "queries.log.1", "queries.log"]
+    assert ids_in(root) == expected([0, 1, 10, 11, 20, 21])
 
 
 def test_small_files_share_one_commit_and_positions_move_without_rows(tmp_path: Path) -> None:

@@ -325,6 +325,12 @@ def test_bad_settings_are_refused(kwargs: dict[str, Any], message: str) -> None:
     assert message in err.value.message
 
 
+def test_an_unknown_librdkafka_option_is_a_config_error(tmp_path: Path) -> None:
+    source = KafkaSource(bootstrap="127.0.0.1:9092", topic="queries", options={"no.such.option": "1"})
+    with pytest.raises(ConfigError, match=r"invalid Kafka client configuration: .*no\.such\.option"):
+        ingest_kafka(tmp_path, source, BatchRules())
+
+
 def test_batch_becomes_one_parser_table_with_tombstones_left_out() -> None:
     batch = PendingBatch(
         values=[b"a\n", None, b"bcd", b""],

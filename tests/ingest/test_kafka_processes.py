@@ -32,7 +32,14 @@ class Run:
     """One `hindsight ingest kafka` subprocess, its stderr kept in a file we can read while it runs."""
 
     def __init__(
-        self, root: Path, broker: Broker, topic: str, *args: str, group: str | None = None, **env: str
+        self,
+        root: Path,
+        broker: Broker,
+        topic: str,
+        *args: str,
+        group: str | None = None,
+        flags: bool = True,
+        **env: str,
     ) -> None:
         self.log = root.parent / f"run-{time.monotonic_ns()}.log"
         full_env = {
@@ -44,6 +51,7 @@ class Run:
         }
         if "HINDSIGHT_CRASH_AT" not in env:
             full_env.pop("HINDSIGHT_CRASH_AT", None)
+        full_env = {name: value for name, value in full_env.items() if value != ""}  # "" unsets
         command = [
             sys.executable,
             "-m",
@@ -52,12 +60,11 @@ class Run:
             str(root),
             "ingest",
             "kafka",
-            "--bootstrap",
-            broker.bootstrap,
-            "--topic",
-            topic,
-            "--group",
-            group or f"g-{topic}",
+            *(
+                ["--bootstrap", broker.bootstrap, "--topic", topic, "--group", group or f"g-{topic}"]
+                if flags
+                else []
+            ),
             *args,
         ]
         with self.log.open("wb") as err:
@@ -173,7 +180,15 @@ def test_sigterm_commits_the_batch_in_memory_and_exits_0(kafka_broker: Broker, t
     positions = {int(p): pos for p, pos in summary["positions"].items()}
     assert _kafka_offsets(kafka_broker, topic, 2) == {p: positions.get(p, -1001) for p in range(2)}
 
-    rest = Run(root, kafka_broker, topic, "--until-idle", "1")  # the rest, if the signal came early
+    # The rest (if the signal came early), with the settings in <root>/hindsight.toml instead of flags.
+    (root / "hindsight.toml").write_text(
+        f'[kafka]\nbootstrap = "{kafka_broker.bootstrap}"\ntopic = "{topic}"\ngroup = "g-{topic}"\n'
+        'batch_max_seconds = 0.2\n[kafka.options]\n"auto.offset.reset" = "earliest"\n',
+        encoding="utf-8",
+    )
+    rest = Run(
+        root, kafka_broker, topic, "--until-idle", "1", flags=False, HINDSIGHT_KAFKA__BATCH_MAX_SECONDS=""
+    )
     assert rest.finish()[0] == 0, rest.stderr()
     assert _customers(root) == Counter(f"C-{i}" for i in range(60))
 

@@ -7,7 +7,7 @@ from collections.abc import Generator
 
 import pytest
 
-from ingest.pipeline import OrderedWorker, prefetch
+from ingest.pipeline import OrderedWorker, ordered_map, prefetch
 
 
 def _numbers(
@@ -64,3 +64,20 @@ def test_ordered_worker_stops_at_the_first_error_and_raises_it() -> None:
         for i in range(10):
             worker.submit(i)  # raises once the worker has failed, or the block's exit does
     assert handled == [0, 1, 2]
+
+
+def test_ordered_map_keeps_input_order_with_bounded_work_in_flight() -> None:
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def slow_square(i: int) -> int:
+        with lock:
+            started.append(i)
+        threading.Event().wait(0.01 * (5 - i % 5))  # later items finish first
+        return i * i
+
+    results = []
+    for value in ordered_map(slow_square, iter(range(20)), workers=2):
+        results.append(value)
+        assert len(started) <= len(results) + 2  # never more than `workers` ahead
+    assert results == [i * i for i in range(20)]

@@ -60,3 +60,42 @@ def test_outcomes_import_summarises_and_flushes(tmp_path: Path) -> None:
     assert out.splitlines()[1] == f"{path},jsonl,0,2,0"
     con = storage.connect(tmp_path / "root")
     assert con.execute("SELECT outcome_id FROM outcomes ORDER BY 1").fetchall() == [("a",), ("b",)]
+
+
+def test_hindsight_serve_runs_the_api(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.api.conftest import REPO, free_port, make_key
+
+    token = make_key(tmp_path, "read")
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("HINDSIGHT_CRASH_AT", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "--root", str(tmp_path), "serve", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        ready = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                ready = httpx.get(
+                    f"http://127.0.0.1:{port}/readyz", headers={"Authorization": f"Bearer {token}"}
+                )
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert ready is not None and ready.status_code == 200
+        assert ready.json()["ready"] is True
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) in (0, -15)  # uvicorn re-raises SIGTERM after a clean shutdown

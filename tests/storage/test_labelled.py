@@ -346,3 +346,19 @@ def test_connect_reads_the_policies_declared_in_the_root(tmp_path: Path) -> None
     write_outcomes(tmp_path, [outcome("o1", "FRAUD", at(1), key={TX: "t1"})])
     con = connect(tmp_path)
     assert con.execute("SELECT label FROM labelled").fetchall() == [("FRAUD",)]
+
+
+def test_the_metrics_path_sees_the_same_labels(tmp_path: Path) -> None:
+    write_predictions(
+        tmp_path, [prediction("r1", at(0), context=tx("t1")), prediction("r2", at(1), context=tx("t2"))]
+    )
+    write_outcomes(tmp_path, [outcome("o1", "FRAUD", at(2), key={TX: "t1"})])
+    con = connect(tmp_path, policies=fraud_policy(maturity="1d", implicit_value="OK"))
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _hs_won AS SELECT * FROM _hs_won_as_of(?::TIMESTAMPTZ)", [at(5)]
+    )
+    direct = con.execute("SELECT * FROM labelled_as_of(?::TIMESTAMPTZ) ORDER BY ALL", [at(5)]).fetchall()
+    stored = con.execute(
+        "SELECT * FROM _hs_labelled_with_won(?::TIMESTAMPTZ) ORDER BY ALL", [at(5)]
+    ).fetchall()
+    assert stored == direct and [r[12] for r in direct] == ["observed", "implicit"]

@@ -70,3 +70,17 @@ def test_fail_stop_refuses_every_later_write(tmp_path: Path) -> None:
         assert intake.failure == "disk gone"
     finally:
         intake.close()
+
+
+def test_an_intake_log_of_another_layout_is_refused_clearly(tmp_path: Path) -> None:
+    import sqlite3
+
+    from service.errors import StorageError
+
+    path = tmp_path / "intake.sqlite"
+    IntakeLog(path).close()
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA user_version = 7")
+    con.close()
+    with pytest.raises(StorageError, match="has schema version 7, this hindsight needs 1"):
+        IntakeLog(path)
