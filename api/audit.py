@@ -88,6 +88,17 @@ class _BatchingListener(logging.handlers.QueueListener):
             self._thread = None
 
 
+class _PassThroughQueueHandler(logging.handlers.QueueHandler):
+    """Queues the record as is: the JSON formatting happens on the writer thread, not per request.
+
+    The stock `prepare()` formats and copies every record on the caller's thread; audit records
+    carry their data in `record.audit` and no lazy args or exception, so nothing needs freezing.
+    """
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
 _listeners: list[logging.handlers.QueueListener] = []
 
 
@@ -122,7 +133,7 @@ def configure_audit(logs_dir: Path, *, config_file: Path | None = None) -> None:
         listener = _BatchingListener(records, handler)
         listener.start()
         _listeners.append(listener)
-        logger.addHandler(logging.handlers.QueueHandler(records))
+        logger.addHandler(_PassThroughQueueHandler(records))
         logger.setLevel(logging.INFO)
         logger.propagate = False  # audit lines go to their files, not to the operational stderr log
 

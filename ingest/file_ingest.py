@@ -33,7 +33,7 @@ from ingest.discover import LogFile, discover
 from ingest.fingerprint import FileIdentity, Pending, identify
 from ingest.parser import LineParser, ParseResult
 from ingest.pipeline import OrderedWorker, ordered_map, prefetch
-from ingest.reader import LineBlock, LineReader, Stream, gzip_size_hint, open_log
+from ingest.reader import DEFAULT_CHUNK_BYTES, LineBlock, LineReader, Stream, gzip_size_hint, open_log
 from service.errors import SourceError, StorageError
 from storage.commit import CommitReport, SourceBatch, commit_sources, committed_position, open_table
 from storage.crashpoints import crash_point
@@ -237,7 +237,8 @@ class FileIngestor:
         for item in plan:
             item.end = item.position
 
-        # Read ahead on one thread, parse on this one, commit in order on a third (ingest/pipeline.py).
+        # Read ahead on one thread, parse on `parse_threads` others, gather batches on this one and
+        # commit them in order on one more (ingest/pipeline.py).
         def commit(pending: _Pending) -> None:
             self._commit(pending, summary)
 
@@ -391,6 +392,8 @@ class FileIngestor:
                     item.position,
                     final=not item.log.live,
                     max_line_bytes=self.max_line_bytes,
+                    # Reads no larger than a batch, so small batch settings give small commits.
+                    chunk_bytes=max(4096, min(DEFAULT_CHUNK_BYTES, PARSE_BYTES, self.batch_bytes)),
                     name=str(item.log.path),
                 )
                 for block in reader.blocks():

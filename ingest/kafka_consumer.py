@@ -50,7 +50,8 @@ class _ClientLog:
 
 
 _CONSUME_CHUNK = 10_000
-_IN_FLIGHT = 2  # batches parsed or committed while the next one is gathered
+_PARSERS = 2  # DuckDB runs one parse on about one core: two batches can be parsed at once
+_IN_FLIGHT = _PARSERS + 1  # batches being parsed or committed while the next one is gathered
 _POLL_SECONDS = 0.5  # longest a consume() call blocks: bounds how late a stop signal is seen
 _PROGRESS_SECONDS = 10.0
 _FATAL_CODES = frozenset(
@@ -153,7 +154,7 @@ class _Ingestor:
         self.pipeline_broken = False
         self.known_positions: dict[int, int] = {}
         """The table's position of each partition as far as we know: sent to Kafka for lag tools."""
-        self.parsing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hindsight-kafka-parse")
+        self.parsing = ThreadPoolExecutor(max_workers=_PARSERS, thread_name_prefix="hindsight-kafka-parse")
         self.committing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hindsight-kafka-commit")
         self.summary = KafkaIngestSummary(topic=source.topic, group=source.group)
         try:
@@ -255,9 +256,10 @@ class _Ingestor:
     def _flush(self, *, wait: bool) -> None:
         """Hand the gathered batch to the pipeline; with `wait`, also see every batch committed.
 
-        Two stages, one thread each: batch k+1 is parsed while batch k is committed and the main
-        thread gathers k+2. At most `_IN_FLIGHT` batches are in the pipeline, and the committing
-        thread takes them in the order they were gathered, so commits stay in offset order.
+        Two stages: batches k+1 and k+2 are parsed (two threads) while batch k is committed (one
+        thread) and the main thread gathers k+3. At most `_IN_FLIGHT` batches are in the pipeline,
+        and the committing thread takes them in the order they were gathered (each commit waits for
+        its own parse), so commits stay in offset order.
         """
         self._collect(block=True, keep=_IN_FLIGHT - 1)
         if self.pending and not self.failed:
@@ -463,7 +465,7 @@ class _Ingestor:
             elapsed = now - self.down_since
             if elapsed >= self.rules.give_up_after:
                 self._flush(wait=True)  # the table does not need the broker: keep what we have
-                raise unavailable(self.source.bootstrap, elapsed, exc) from exc
+                raise unavailable(self.source.bootstrap, self.rules.give_up_after, elapsed, exc) from exc
             delay = self.probe_backoff.next_delay()
             self.next_probe = time.monotonic() + delay
             log.warning(

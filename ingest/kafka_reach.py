@@ -74,7 +74,7 @@ def wait_for_topic(
         except KafkaException as exc:
             elapsed = time.monotonic() - started
             if elapsed >= give_up_after:
-                raise unavailable(bootstrap, elapsed, exc) from exc
+                raise unavailable(bootstrap, give_up_after, elapsed, exc) from exc
             delay = min(backoff.next_delay(), max(0.0, give_up_after - elapsed))
             log.warning(
                 "Kafka broker %s unreachable (%s); attempt %d, retrying in %.1f s (giving up after %.0f s)",
@@ -88,13 +88,15 @@ def wait_for_topic(
     return None
 
 
-def unavailable(bootstrap: str, elapsed: float, exc: BaseException | None = None) -> BrokerUnavailable:
-    """The error raised when the broker stayed unreachable too long."""
-    reason = f": {_reason(exc)}" if exc is not None else ""
+def unavailable(
+    bootstrap: str, give_up_after: float, elapsed: float, exc: BaseException | None = None
+) -> BrokerUnavailable:
+    """The error raised when the broker stayed unreachable for `give_up_after` seconds (`elapsed` in fact)."""
+    reason = f" ({_reason(exc)})" if exc is not None else ""
     return BrokerUnavailable(
-        f"Kafka broker {bootstrap} unreachable for {elapsed:.0f} s{reason}; "
+        f"Kafka broker {bootstrap} still unreachable after {give_up_after:g} s of retries{reason}; "
         "check --bootstrap, the network and the broker, then run again",
-        details={"bootstrap": bootstrap, "seconds": round(elapsed, 1)},
+        details={"bootstrap": bootstrap, "seconds": round(elapsed, 1), "give_up_after": give_up_after},
     )
 
 

@@ -6,7 +6,8 @@ Protocol (each step named for crash tests):
 3. read up to `batch_rows` pending rows with seq >= p, in seq order;
 4. `outcomes.flush_before_commit` commit them with position `last_seq + 1` via `commit_sources`,
    which drops rows below the committed position (a replay after a crash adds nothing);
-5. `outcomes.flush_after_commit` delete the flushed pending rows; outcome_ids stay for idempotency.
+5. `outcomes.flush_after_commit` delete the flushed pending rows; outcome_ids stay for idempotency;
+6. checkpoint the intake WAL (the writer never does, to keep that work off acknowledgements).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from service.errors import CommitConflict, HindsightError
+from service.errors import CommitConflict, HindsightError, StorageError
 from storage.commit import SourceBatch, commit_sources, committed_position, open_table
 from storage.crashpoints import crash_point
 from storage.layout import Layout
@@ -80,6 +81,7 @@ def flush_once(intake: IntakeLog, root: Path, *, batch_rows: int = DEFAULT_BATCH
     while True:
         rows = intake.pending(position, batch_rows)
         if not rows:
+            intake.checkpoint()
             return report
         end = int(rows[-1][0]) + 1
         batch = SourceBatch(app_id=intake.app_id, rows=pending_to_arrow(rows), end=end)
@@ -94,6 +96,7 @@ def flush_once(intake: IntakeLog, root: Path, *, batch_rows: int = DEFAULT_BATCH
         report.position = position
         intake.forget_below(position)
         if len(rows) < batch_rows:
+            intake.checkpoint()
             return report
 
 
@@ -151,6 +154,9 @@ class Flusher:
                     return
             except HindsightError as exc:
                 self._failed(exc)
+                return
+            except Exception as exc:  # a bug or an untranslated error: stop writes rather than die silently
+                self._failed(StorageError(f"unexpected {type(exc).__name__}: {exc}"))
                 return
             if stopping:
                 return

@@ -72,26 +72,38 @@ def test_a_crash_at_each_durable_step_then_a_rerun_gives_every_record_once(tmp_p
     _assert_exactly_once(root, ids, bad)
 
 
+def _commits(root: Path) -> int:
+    """How many commits the predictions table has (cheap to poll: a directory listing)."""
+    log = root / "tables" / "predictions" / "_delta_log"
+    return len(list(log.glob("*.json"))) if log.exists() else 0
+
+
 def test_random_kill_9_loop_never_duplicates_or_loses(tmp_path: Path) -> None:
     logs, root = tmp_path / "logs", tmp_path / "root"
-    ids, bad = _make_logs(logs, 1500)
+    ids, bad = _make_logs(logs, 2000)
     rng = random.Random(int(os.environ.get("KILL_SEED", "7")))
-    env = {**os.environ, "HINDSIGHT_INGEST__BATCH_BYTES": "40000"}
+    env = {**os.environ, "HINDSIGHT_INGEST__BATCH_BYTES": "20000"}
     env.pop("HINDSIGHT_CRASH_AT", None)
     command = [sys.executable, "-m", "service", "--root", str(root), "ingest", "files", str(logs)]
-    finished = False
+    kills = 0
     for _ in range(8):
+        before = _commits(root)
         proc = subprocess.Popen(
             command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        time.sleep(rng.uniform(1.0, 4.0))
+        # Kill only once this run has committed something, at a random moment after that.
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and _commits(root) == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.3))
         if proc.poll() is not None:
-            finished = proc.returncode == 0
+            assert proc.returncode == 0
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        kills += 1
         seen = ids_in(root)
         assert len(seen) == len(set(seen))  # never a duplicate, even mid-way
-    if not finished:
-        FileIngestor(root, batch_bytes=40000).run([logs])
+    assert kills >= 2
+    FileIngestor(root).run([logs])  # whatever is left, in one commit
     _assert_exactly_once(root, ids, bad)

