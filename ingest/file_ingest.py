@@ -20,9 +20,9 @@ import queue
 from collections.abc import Callable, Generator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,6 +34,7 @@ from ingest.fingerprint import FileIdentity, Pending, identify
 from ingest.parser import LineParser, ParseResult
 from ingest.pipeline import OrderedWorker, ordered_map, prefetch
 from ingest.reader import DEFAULT_CHUNK_BYTES, LineBlock, LineReader, Stream, gzip_size_hint, open_log
+from ingest.summary import IngestSummary
 from service.errors import SourceError, StorageError
 from storage.commit import CommitReport, SourceBatch, commit_sources, committed_position, open_table
 from storage.crashpoints import crash_point
@@ -63,65 +64,6 @@ class _NoProgress:
 
     def advance(self, nbytes: int) -> None:
         pass
-
-
-@dataclass
-class IngestSummary:
-    """What one scan did; `lost_bytes` counts bytes that disappeared before they could be read."""
-
-    files: int = 0
-    files_read: int = 0
-    files_waiting: int = 0
-    bytes_read: int = 0
-    lines: int = 0
-    records: int = 0
-    days: set[date] = field(default_factory=set)
-    skipped: int = 0
-    quarantined: int = 0
-    lost_bytes: int = 0
-    truncations: int = 0
-    commits: int = 0
-    warnings: list[str] = field(default_factory=list)
-
-    def add(self, other: IngestSummary) -> None:
-        """Accumulate another scan (used by --follow)."""
-        for name in ("files_read", "bytes_read", "lines", "records", "skipped", "quarantined"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("lost_bytes", "truncations", "commits"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.files = max(self.files, other.files)
-        self.files_waiting = other.files_waiting
-        self.days |= other.days
-        self.warnings.extend(other.warnings)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The summary as plain JSON values (days as a count, first and last day)."""
-        days = sorted(self.days)
-        return {
-            "files": self.files,
-            "files_read": self.files_read,
-            "files_waiting": self.files_waiting,
-            "bytes_read": self.bytes_read,
-            "lines": self.lines,
-            "records": self.records,
-            "days": len(days),
-            "first_day": days[0].isoformat() if days else None,
-            "last_day": days[-1].isoformat() if days else None,
-            "skipped": self.skipped,
-            "quarantined": self.quarantined,
-            "lost_bytes": self.lost_bytes,
-            "truncations": self.truncations,
-            "commits": self.commits,
-            "warnings": list(self.warnings),
-        }
-
-    def line(self) -> str:
-        """The one-line summary printed at the end of a run."""
-        return (
-            f"{self.files} files ({self.files_read} read, {self.files_waiting} waiting), "
-            f"{self.records} records over {len(self.days)} days, {self.skipped} skipped, "
-            f"{self.quarantined} quarantined, {self.lost_bytes} lost bytes"
-        )
 
 
 @dataclass

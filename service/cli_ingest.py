@@ -76,7 +76,8 @@ def files_command(
 
     Example: hindsight ingest files /opt/dss/run/api-queries /opt/dss/run/audit --source-tz Europe/Paris
     """
-    from ingest.file_ingest import FileIngestor, IngestSummary
+    from ingest.file_ingest import FileIngestor
+    from ingest.summary import IngestSummary
     from service.cli import state_of
     from service.scheduler import run_every, stop_on_signals
 

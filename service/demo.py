@@ -14,7 +14,8 @@ from typing import Any
 
 import duckdb
 
-from ingest.file_ingest import FileIngestor, IngestSummary
+from ingest.file_ingest import FileIngestor
+from ingest.summary import IngestSummary
 from service.errors import QueryError, StorageError
 from service.loggen import LogFolderSummary, generate_log_folder
 from storage import connect

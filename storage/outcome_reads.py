@@ -97,6 +97,10 @@ def find_outcomes(
     """
     if (record_id is None) == (not keys):
         raise QueryError("give either record_id or key.<path> parameters")
+    # The intake log first, Delta second: the flusher commits to Delta BEFORE it deletes pending
+    # rows, so an outcome missing from the pending snapshot was already in Delta when Delta is read.
+    # (Delta first could miss an outcome flushed in between.)
+    pending = [] if intake is None else intake.pending_matching(record_id=record_id, keys=keys)
     try:
         con = _connect(root, ("outcomes",))
         try:
@@ -112,10 +116,8 @@ def find_outcomes(
             con.close()
     except duckdb.Error as exc:
         raise QueryError(f"cannot read outcomes: {exc}") from exc
-    if intake is not None:
-        seen = {item["outcome_id"] for item in found}
-        pending = intake.pending_matching(record_id=record_id, keys=keys)
-        found.extend(item for item in map(_pending_view, pending) if item["outcome_id"] not in seen)
+    seen = {item["outcome_id"] for item in found}
+    found.extend(item for item in map(_pending_view, pending) if item["outcome_id"] not in seen)
     return sorted(found, key=_sort_key)
 
 

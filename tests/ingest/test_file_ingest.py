@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
-from ingest.file_ingest import FileIngestor, IngestSummary
+from ingest.file_ingest import FileIngestor
+from ingest.summary import IngestSummary
 from service.errors import SourceError, StorageError
 from storage.layout import Layout
 from tests.ingest.file_logs import expected, ids_in, qline, quarantine_rows
