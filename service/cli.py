@@ -105,9 +105,10 @@ def sql_command(
     import duckdb
 
     from storage import connect
+    from storage.policies import policies_from_config
 
     settings = state_of(ctx).settings()
-    con = connect(settings.root)
+    con = connect(settings.root, policies=policies_from_config([p.model_dump() for p in settings.policies]))
     try:
         result = con.execute(query)
         columns = [d[0] for d in result.description or []]

@@ -16,9 +16,9 @@ def demo_command(
         Path | None, typer.Option("--root", help="Data folder for the demo (default: the global --root).")
     ] = None,
 ) -> None:
-    """Generate a week of sample DSS query logs, ingest them, and show what landed.
+    """Generate a week of sample DSS query logs and their outcomes, ingest both, and evaluate the models.
 
-    Safe to run again: the sample folder is kept and nothing is ingested twice.
+    Safe to run again: the sample folder is kept and nothing is ingested or recorded twice.
 
     Example: hindsight demo --root ./demo-data
     """
@@ -43,6 +43,13 @@ def demo_command(
     typer.echo("")
     typer.echo(f'sample query (hindsight --root {chosen} sql "..."):\n{report.sample_sql}')
     typer.echo(render_rows(report.sample.columns, report.sample.rows, OutputFormat.table))
+    o = report.outcomes
+    typer.echo("")
+    typer.echo(f"outcomes: {o.created} recorded, {o.duplicate} already known, from {o.path}")
+    typer.echo(render_rows(report.coverage.columns, report.coverage.rows, OutputFormat.table, title="labels"))
+    typer.echo("")
+    typer.echo(f"metrics by model generation (hindsight --root {chosen} eval --by generation):")
+    typer.echo(render_rows(report.metrics.columns, report.metrics.rows, OutputFormat.table))
 
 
 def register(app: typer.Typer) -> None:

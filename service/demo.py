@@ -1,7 +1,7 @@
-"""`hindsight demo`: generate a sample DSS log folder under the root, ingest it, and show what landed.
+"""`hindsight demo`: sample DSS logs and their outcomes in, label coverage and model metrics out.
 
-Re-runnable: the sample folder is generated once (atomically, so a crash never leaves half of it)
-and ingestion is exactly once, so a second run adds zero records.
+Re-runnable: the sample folder is generated once (atomically, so a crash never leaves half of it),
+ingestion is exactly once and outcomes are idempotent, so a second run adds nothing.
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ import duckdb
 
 from ingest.file_ingest import FileIngestor
 from ingest.summary import IngestSummary
+from service.demo_outcomes import write_demo_inputs
 from service.errors import QueryError, StorageError
 from service.loggen import LogFolderSummary, generate_log_folder
 from storage import connect
+from storage.metrics import Cohort, MetricsQuery, compute_metrics, metrics_table
+from storage.outcome_import import ImportReport, import_outcomes
 
 SAMPLE_FOLDER = "sample-logs"
 
@@ -38,6 +41,15 @@ GROUP BY generation
 ORDER BY generation
 """.strip()
 """The sample query the demo prints: how each fraud-model generation scored its traffic."""
+
+DEMO_METRICS = ("endpoint", "cohort", "n", "n_labelled", "coverage", "accuracy", "f1", "roc_auc", "mae", "r2")
+"""The metric columns the demo prints (all of them are in `hindsight eval --format json`)."""
+
+COVERAGE_SQL = """
+SELECT service_id || '/' || endpoint_id AS endpoint, sum(predictions) AS predictions,
+       sum(observed) AS observed, sum(implicit) AS implicit, sum(pending) AS pending
+FROM label_coverage GROUP BY ALL ORDER BY endpoint
+"""
 
 
 @dataclass
@@ -59,6 +71,10 @@ class DemoReport:
     per_day: Result
     sample_sql: str
     sample: Result
+    outcomes: ImportReport
+    coverage: Result
+    metrics: Result
+    """Metrics per endpoint and model generation, as `hindsight eval --by generation` prints them."""
 
 
 def run_demo(root: Path, *, days: int = 7, per_day: int = 400, seed: int = 42) -> DemoReport:
@@ -69,13 +85,22 @@ def run_demo(root: Path, *, days: int = 7, per_day: int = 400, seed: int = 42) -
     if not logs.exists():
         generated = _generate(logs, days=days, per_day=per_day, seed=seed)
     summary = FileIngestor(root).run([logs])
-    con = connect(root)
+    outcomes_file = write_demo_inputs(root, days=days, per_day=per_day, seed=seed)
+    outcomes = import_outcomes(root, outcomes_file)
+    con = connect(root)  # policies from the <root>/hindsight.toml the demo wrote
     try:
         per_day_result = _query(con, PER_DAY_SQL)
         sample = _query(con, SAMPLE_SQL)
+        coverage = _query(con, COVERAGE_SQL)
+        rows = compute_metrics(con, MetricsQuery(by=Cohort.generation))
     finally:
         con.close()
-    return DemoReport(logs, generated, summary, per_day_result, SAMPLE_SQL, sample)
+    columns, values = metrics_table(rows, compact=True)
+    keep = [i for i, name in enumerate(columns) if name in DEMO_METRICS]
+    metrics = Result([columns[i] for i in keep], [tuple(v[i] for i in keep) for v in values])
+    return DemoReport(
+        logs, generated, summary, per_day_result, SAMPLE_SQL, sample, outcomes, coverage, metrics
+    )
 
 
 def _generate(logs: Path, *, days: int, per_day: int, seed: int) -> LogFolderSummary:

@@ -75,7 +75,9 @@ def render_rows(
         table.add_column(name, overflow="fold")
     for row in rows:
         table.add_row(*[_cell(v) for v in row])
-    console = Console(file=io.StringIO(), width=max(80, Console().width), force_terminal=False)
+    # On a terminal, fit its width; in a pipe or file, let wide tables stay readable.
+    width = Console().width if is_terminal() else 160
+    console = Console(file=io.StringIO(), width=max(80, width), force_terminal=False)
     console.print(table)
     out = console.file.getvalue()  # type: ignore[attr-defined]
     return str(out).rstrip("\n")
