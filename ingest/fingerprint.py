@@ -1,4 +1,4 @@
-"""A log file's identity: a hash of its first complete line, so renames, gzip and moves keep it."""
+"""A log file's identity: a hash of its first significant line, so renames, gzip and moves keep it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ from ingest.reader import gzip_size_hint, open_log
 from service.errors import SourceError
 
 _CHUNK = 64 * 1024
+MIN_SIGNIFICANT_BYTES = 16
+"""A line identifies a file only with at least this many bytes other than blanks: leading blank or
+very short lines (a banner, an empty line) would make different files look the same, so they are
+hashed together with the lines that follow, up to the first line long enough to tell files apart."""
+_BLANKS = b" \t\r"
 
 
 @dataclass(frozen=True)
@@ -21,7 +26,8 @@ class FileIdentity:
 
     fingerprint: str
     first_line_bytes: int
-    """Length of the first line including its newline (or to the end of a final file)."""
+    """Length of the identifying prefix: the leading lines up to and including the first significant
+    one, with its newline (or to the end of a final file)."""
     dev: int
     ino: int
     size: int
@@ -42,30 +48,42 @@ class Pending:
 
 
 def identify(path: Path, *, gzipped: bool, final: bool) -> FileIdentity | Pending:
-    """The identity of the file at `path`, or Pending when it has no complete first line yet.
+    """The identity of the file at `path`, or Pending when it has no complete significant line yet.
 
-    The first line is hashed as it is read in 64 KiB pieces, so an over-long first line is never held
-    whole. In a final file (rotated, never growing) the first line may end at the end of the file.
-    Raises SourceError when the file cannot be read.
+    The prefix up to the end of the first line with MIN_SIGNIFICANT_BYTES non-blank bytes is hashed as
+    it is read in 64 KiB pieces, so an over-long line is never held whole. In a final file (rotated,
+    never growing) the prefix may end at the end of the file. Raises SourceError when the file cannot
+    be read.
     """
     digest = hashlib.blake2b(digest_size=16)
     length = 0
     ended = False
+    significant = 0  # non-blank bytes in the line being read
     with open_log(path, gzipped=gzipped) as stream:
         try:
             stat = os.fstat(stream.fileno())  # of the file opened, even if the path is renamed meanwhile
-            while True:
+            while not ended:
                 piece = stream.read(_CHUNK)
                 if not piece:
                     break
-                newline = piece.find(b"\n")
-                if newline >= 0:
-                    digest.update(piece[:newline])
-                    length += newline + 1
-                    ended = True
-                    break
-                digest.update(piece)
-                length += len(piece)
+                start = 0
+                while start < len(piece):
+                    newline = piece.find(b"\n", start)
+                    stop = len(piece) if newline < 0 else newline
+                    segment = piece[start:stop]
+                    significant += len(segment.translate(None, _BLANKS))
+                    if newline < 0:
+                        digest.update(segment)
+                        length += len(segment)
+                        break
+                    length += len(segment) + 1
+                    if significant >= MIN_SIGNIFICANT_BYTES:
+                        digest.update(segment)  # the identifying line, hashed without its newline
+                        ended = True
+                        break
+                    digest.update(segment + b"\n")  # a short line: part of the prefix
+                    significant = 0
+                    start = newline + 1
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             # A gzip file still being written, or not gzip at all: reported, tried again next run.
             return Pending(f"not a complete gzip file ({exc})", corrupt=True)
@@ -74,7 +92,7 @@ def identify(path: Path, *, gzipped: bool, final: bool) -> FileIdentity | Pendin
     if length == 0:
         return Pending("empty")
     if not (ended or final):
-        return Pending("no complete first line yet")
+        return Pending("no complete significant first line yet")
     size = stat.st_size
     if gzipped:
         size = gzip_size_hint(path) or 0

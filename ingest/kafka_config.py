@@ -22,6 +22,7 @@ OWNED_OPTIONS = frozenset(
         "enable.auto.commit",
         "enable.auto.offset.store",
         "enable.partition.eof",
+        "isolation.level",
         "on_commit",
         "error_cb",
         "logger",
@@ -95,7 +96,6 @@ class KafkaSource:
         config: dict[str, Any] = {
             "session.timeout.ms": self.session_timeout_ms,
             "heartbeat.interval.ms": self.heartbeat_interval_ms,
-            "isolation.level": "read_committed",  # never ingest records of aborted transactions
         }
         config.update(self.options)
         config["auto.offset.reset"] = self.auto_offset_reset
@@ -106,6 +106,7 @@ class KafkaSource:
                 "enable.auto.commit": False,  # offsets go to Kafka only after the Delta commit
                 "enable.auto.offset.store": False,
                 "enable.partition.eof": False,
+                "isolation.level": "read_committed",  # never ingest records of aborted transactions
             }
         )
         config.update(callbacks)

@@ -60,6 +60,16 @@ def open_table(path: Path) -> DeltaTable | None:
         return None
     except (DeltaError, OSError) as exc:
         raise StorageError(f"cannot open Delta table {path}: {exc}") from exc
+    except BaseException as exc:
+        _reraise_control_flow(exc)
+        raise StorageError(f"cannot open Delta table {path}: delta-rs failed: {exc}") from exc
+
+
+def _reraise_control_flow(exc: BaseException) -> None:
+    """Let interrupts through; anything else delta-rs raises (its Rust panics surface as
+    `pyo3_runtime.PanicException`, a BaseException) becomes a StorageError at this boundary."""
+    if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+        raise exc
 
 
 def committed_position(table: DeltaTable | None, app_id: str) -> int | None:
@@ -137,6 +147,9 @@ def commit_sources(
             raise CommitConflict(f"concurrent commit to {table_path}: {exc}") from exc
         except (DeltaError, OSError, pa.ArrowException) as exc:
             raise StorageError(f"cannot commit to Delta table {table_path}: {exc}") from exc
+        except BaseException as exc:
+            _reraise_control_flow(exc)
+            raise StorageError(f"cannot commit to Delta table {table_path}: delta-rs failed: {exc}") from exc
         crash_point("commit.after")
         report.rows_written = data.num_rows
         table = open_table(table_path)

@@ -5,12 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.errors import ConfigError
+
+_UNSAFE_ROOT_CHARACTERS = "%[]{}*?"
+
 
 @dataclass(frozen=True)
 class Layout:
     """Paths of every table, database and log under one hindsight root."""
 
     root: Path
+
+    def __post_init__(self) -> None:
+        # delta-rs turns the root into an object-store URL (it decodes `%XX`, panics on `[`) and
+        # DuckDB's read_parquet treats `*?[]{}` as glob patterns: such roots cannot work reliably.
+        bad = sorted(set(str(self.root)) & set(_UNSAFE_ROOT_CHARACTERS))
+        if bad:
+            raise ConfigError(
+                f"the root {str(self.root)!r} contains {' '.join(bad)}: choose a folder path without "
+                f"any of {_UNSAFE_ROOT_CHARACTERS}"
+            )
 
     @property
     def tables(self) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 import duckdb
 import pyarrow as pa
@@ -68,7 +69,8 @@ def delta_source(con: duckdb.DuckDBPyConnection, name: str, path: Path, schema: 
     missing table gives an empty view with the table's columns.
     """
     table = open_table(path)
-    files = [] if table is None else table.file_uris()
+    # file_uris() are percent-encoded (a space is %20); read_parquet wants plain paths.
+    files = [] if table is None else [unquote(uri) for uri in table.file_uris()]
     columns = ", ".join(quote_ident(n) for n in schema.names)
     if not files:
         con.register(f"{name}_empty", schema.empty_table())

@@ -308,3 +308,16 @@ def test_missing_paths_and_unwritable_roots_are_clear_errors(tmp_path: Path) -> 
     _write(logs / "queries.log", [0])
     with pytest.raises(StorageError, match="cannot write under root"):
         _ingest(blocker / "root", logs)
+
+
+def test_files_whose_first_line_is_blank_are_still_told_apart(tmp_path: Path) -> None:
+    first, second = tmp_path / "a" / "queries.log", tmp_path / "b" / "queries.log"
+    for path in (first, second):
+        path.parent.mkdir()
+        path.write_bytes(b"\n")
+    _write(first, range(3))
+    _ingest(tmp_path / "root", tmp_path / "a")
+    _write(second, range(10, 15))
+    summary = _ingest(tmp_path / "root", tmp_path / "a", tmp_path / "b")
+    assert (summary.records, summary.lost_bytes) == (5, 0)
+    assert ids_in(tmp_path / "root") == sorted(expected(range(3)) + expected(range(10, 15)))

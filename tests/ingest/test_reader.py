@@ -118,18 +118,33 @@ def test_a_cut_gzip_file_stops_at_its_last_complete_line_and_says_why(tmp_path: 
 
 def test_identity_follows_content_not_name(tmp_path: Path) -> None:
     plain = tmp_path / "queries.log"
-    plain.write_bytes(b"first line\nsecond\n")
+    plain.write_bytes(b"the first line of it\nsecond\n")
     packed = tmp_path / "elsewhere.log.1.gz"
-    packed.write_bytes(gzip.compress(b"first line\nother content\n"))
+    packed.write_bytes(gzip.compress(b"the first line of it\nother content\n"))
     a = identify(plain, gzipped=False, final=False)
     b = identify(packed, gzipped=True, final=True)
     assert isinstance(a, FileIdentity) and isinstance(b, FileIdentity)
     assert a.fingerprint == b.fingerprint and a.app_id == f"file:{a.fingerprint}"
-    assert (a.first_line_bytes, a.size) == (11, 18)
+    assert (a.first_line_bytes, a.size) == (21, 28)
     other = tmp_path / "other.log"
-    other.write_bytes(b"first line!\n")
+    other.write_bytes(b"the first line of it!\n")
     c = identify(other, gzipped=False, final=False)
     assert isinstance(c, FileIdentity) and c.fingerprint != a.fingerprint
+
+
+def test_blank_or_short_leading_lines_do_not_make_different_files_one(tmp_path: Path) -> None:
+    a, b, c = tmp_path / "a.log", tmp_path / "b.log", tmp_path / "c.log"
+    a.write_bytes(b"\n   \n# log\n" + b'{"timestamp": "2026-03-02T10:00:00Z", "n": 1}\n')
+    b.write_bytes(b"\n   \n# log\n" + b'{"timestamp": "2026-03-02T10:00:00Z", "n": 2}\n')
+    c.write_bytes(b"\n# log\n" + b'{"timestamp": "2026-03-02T10:00:00Z", "n": 1}\n')
+    ids = [identify(p, gzipped=False, final=False) for p in (a, b, c)]
+    assert all(isinstance(i, FileIdentity) for i in ids)
+    fingerprints = [i.fingerprint for i in ids if isinstance(i, FileIdentity)]
+    assert len(set(fingerprints)) == 3
+    assert [i.first_line_bytes for i in ids if isinstance(i, FileIdentity)] == [57, 57, 53]
+    short = tmp_path / "short.log"
+    short.write_bytes(b"\n# log\n")
+    assert identify(short, gzipped=False, final=False) == Pending("no complete significant first line yet")
 
 
 def test_a_file_without_a_complete_first_line_is_pending(tmp_path: Path) -> None:
@@ -137,7 +152,7 @@ def test_a_file_without_a_complete_first_line_is_pending(tmp_path: Path) -> None
     path.write_bytes(b"")
     assert identify(path, gzipped=False, final=False) == Pending("empty")
     path.write_bytes(b'{"partial": ')
-    assert identify(path, gzipped=False, final=False) == Pending("no complete first line yet")
+    assert identify(path, gzipped=False, final=False) == Pending("no complete significant first line yet")
     final = identify(path, gzipped=False, final=True)
     assert isinstance(final, FileIdentity) and final.first_line_bytes == 12
     broken = tmp_path / "queries.log.2.gz"

@@ -6,7 +6,9 @@ import datetime as dt
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
+from service.errors import ConfigError
 from storage import connect
 from storage.commit import SourceBatch, commit_sources
 from storage.layout import Layout
@@ -70,3 +72,17 @@ def test_views_see_committed_rows_and_refresh_sees_newer_ones(tmp_path: Path) ->
 def test_every_view_has_a_docstring() -> None:
     assert {"predictions", "quarantine"} <= {v.name for v in VIEWS}
     assert all(v.doc.strip() for v in VIEWS)
+
+
+def test_a_root_with_spaces_works_and_unsafe_characters_are_refused(tmp_path: Path) -> None:
+    layout = Layout(tmp_path / "my data")
+    row = {
+        "source": "s", "source_position": 0, "reason": "r", "raw": "x", "raw_bytes": 1,
+        "ingested_at": dt.datetime(2026, 3, 2, tzinfo=dt.UTC), "day": dt.date(2026, 3, 2),
+    }  # fmt: skip
+    rows = pa.Table.from_pylist([row], schema=QUARANTINE)
+    commit_sources(layout.quarantine, layout.lock_file("quarantine"), QUARANTINE, [SourceBatch("s", rows, 1)])
+    assert connect(layout.root).sql("SELECT reason, raw FROM quarantine").fetchall() == [("r", "x")]
+    for name in ("50%", "a[1]", "x*"):
+        with pytest.raises(ConfigError, match="choose a folder path without"):
+            Layout(tmp_path / name)
