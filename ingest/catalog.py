@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -51,13 +52,18 @@ def load_catalog(path: Path) -> dict[str, FileHint]:
 def save_catalog(path: Path, hints: dict[str, FileHint]) -> None:
     """Write the hints atomically: a temporary file beside the target, fsync, then os.replace."""
     payload = {"version": VERSION, "files": {fp: asdict(h) for fp, h in sorted(hints.items())}}
-    tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)  # atomic within one file system; tmp sits beside path for that reason
+        # A unique temporary name: two runs on one root must not write into each other's file.
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(payload, fh, indent=1)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)  # atomic within one file system; tmp sits beside path for that reason
+        finally:
+            tmp.unlink(missing_ok=True)
     except OSError as exc:
         raise StorageError(f"cannot write file catalog {path}: {exc.strerror}") from exc

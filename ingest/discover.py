@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,9 @@ _NAME = re.compile(
     r"^(?P<base>.+\.log)(?:\.(?P<date>\d{4}-\d{2}-\d{2})|\.(?P<index>\d+))?(?P<gz>\.gz)?$",
 )
 """`X.log`, `X.log.N`, `X.log.YYYY-MM-DD`, each optionally gzipped (log4j and logrotate naming)."""
+
+SETTLE_SECONDS = 5.0
+"""A rotated plain file unmodified for this long is taken as complete (see LogFile.settled)."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,23 @@ class LogFile:
     def live(self) -> bool:
         """True for the file a logger may still be appending to (`X.log`, not rotated, not gzipped)."""
         return self.rotation[0] == 2 and not self.gzipped
+
+    def settled(self, *, now: float | None = None) -> bool:
+        """True when the file will not grow any more, so an unterminated last line is complete.
+
+        A rotated plain file written to within the last SETTLE_SECONDS may still be growing: logrotate's
+        copytruncate copies the live file into `X.log.1` while we scan, and reading the copy's cut
+        line as complete would split one record into two fragments.
+        """
+        if self.live:
+            return False
+        if self.gzipped:
+            return True
+        try:
+            mtime = self.path.stat().st_mtime
+        except OSError:
+            return True  # gone: nothing more will be read from it anyway
+        return (time.time() if now is None else now) - mtime >= SETTLE_SECONDS
 
 
 def classify(path: Path) -> LogFile | None:

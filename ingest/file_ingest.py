@@ -199,13 +199,16 @@ class FileIngestor:
                         break
             if pending.nbytes:
                 committer.submit(pending)
+        table = open_table(self.layout.predictions)
         for item in plan:
+            # The position the table holds, not how far the read-ahead got: after a stop they differ.
+            committed = committed_position(table, item.ident.app_id)
             hints[item.ident.fingerprint] = FileHint(
                 path=str(item.log.path),
                 dev=item.ident.dev,
                 ino=item.ident.ino,
                 size=max(item.ident.size, item.end),
-                position=max(item.end, item.position),
+                position=item.position if committed is None else max(committed, item.position),
             )
         save_catalog(catalog_path, hints)
         return summary
@@ -228,7 +231,7 @@ class FileIngestor:
         pending: dict[str, tuple[int, int]] = {}
         for log_file in logs:
             try:
-                ident = identify(log_file.path, gzipped=log_file.gzipped, final=not log_file.live)
+                ident = identify(log_file.path, gzipped=log_file.gzipped, final=log_file.settled())
             except SourceError:
                 if not log_file.path.exists():
                     continue  # renamed or deleted by rotation since discovery: found again next scan
@@ -332,7 +335,7 @@ class FileIngestor:
                 reader = LineReader(
                     stream,
                     item.position,
-                    final=not item.log.live,
+                    final=item.log.settled(),
                     max_line_bytes=self.max_line_bytes,
                     # Reads no larger than a batch, so small batch settings give small commits.
                     chunk_bytes=max(4096, min(DEFAULT_CHUNK_BYTES, PARSE_BYTES, self.batch_bytes)),
