@@ -8,6 +8,7 @@ Loggers: `hindsight.audit.auth` (every authentication or scope failure), `hindsi
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -15,6 +16,7 @@ import logging.config
 import logging.handlers
 import queue
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +46,32 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+_Queued = logging.LogRecord | tuple[str, str, dict[str, Any], float]
+"""A queued audit line: a record, or (logger name, event, fields, time) made into one by the writer."""
+
+_direct: dict[str, queue.SimpleQueue[_Queued]] = {}
+"""The default handlers' queues by logger name: audit() puts a tuple there, skipping the LogRecord."""
+
+
 def audit(logger: logging.Logger, event: str, **fields: Any) -> None:
     """Write one audit line (fields must never hold a secret)."""
     if logger.isEnabledFor(logging.INFO):
-        logger.info(event, extra={"audit": fields})
+        records = _direct.get(logger.name)
+        if records is not None:  # the default handlers: the writer thread builds the record
+            records.put((logger.name, event, fields, time.time()))
+        else:
+            logger.info(event, extra={"audit": fields})
+
+
+def _as_record(item: _Queued) -> logging.LogRecord:
+    if isinstance(item, logging.LogRecord):
+        return item
+    name, event, fields, created = item
+    record = logging.LogRecord(name, logging.INFO, __file__, 0, event, None, None)
+    record.created = created
+    record.msecs = (created - int(created)) * 1000
+    record.audit = fields
+    return record
 
 
 class _BatchingListener(logging.handlers.QueueListener):
@@ -72,14 +96,39 @@ class _BatchingListener(logging.handlers.QueueListener):
 
     def _drain(self) -> None:
         assert isinstance(self.queue, queue.SimpleQueue)
+        records: list[logging.LogRecord] = []
         while True:
             try:
-                record = self.queue.get_nowait()
+                item = self.queue.get_nowait()
             except queue.Empty:
                 break
-            self.handle(record)
-        for handler in self.handlers:
+            records.append(_as_record(item))
+        if records:
+            for handler in self.handlers:
+                self._write(handler, records)
+
+    @staticmethod
+    def _write(handler: logging.Handler, records: list[logging.LogRecord]) -> None:
+        # One write and one flush per drain: FileHandler.emit flushes after every line, and each of
+        # those syscalls hands the GIL back and forth with the request loop.
+        stream = getattr(handler, "stream", None)
+        if not isinstance(handler, logging.FileHandler) or stream is None or handler.filters:
+            for record in records:
+                handler.handle(record)
             handler.flush()
+            return
+        try:
+            text = "".join([handler.format(record) + handler.terminator for record in records])
+        except Exception:  # a line that cannot be formatted: let logging report it line by line
+            for record in records:
+                handler.handle(record)
+            return
+        with handler.lock or contextlib.nullcontext():
+            try:
+                stream.write(text)
+                stream.flush()
+            except OSError:
+                handler.handleError(records[0])
 
     def stop(self) -> None:
         if self._thread is not None:
@@ -129,17 +178,19 @@ def configure_audit(logs_dir: Path, *, config_file: Path | None = None) -> None:
         handler = logging.FileHandler(logs_dir / f"audit-{name}.log", encoding="utf-8")
         handler.setFormatter(JsonFormatter())
         # A queue keeps file writes off the request path: the listener thread writes the lines.
-        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        records: queue.SimpleQueue[_Queued] = queue.SimpleQueue()
         listener = _BatchingListener(records, handler)
         listener.start()
         _listeners.append(listener)
-        logger.addHandler(_PassThroughQueueHandler(records))
+        logger.addHandler(_PassThroughQueueHandler(records))  # for logger.info() calls other than audit()
+        _direct[logger.name] = records
         logger.setLevel(logging.INFO)
         logger.propagate = False  # audit lines go to their files, not to the operational stderr log
 
 
 def close_audit() -> None:
     """Write out queued lines and close the audit handlers (at shutdown)."""
+    _direct.clear()
     while _listeners:
         listener = _listeners.pop()
         listener.stop()  # drains the queue first

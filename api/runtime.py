@@ -93,11 +93,16 @@ def _run_callbacks(calls: list[tuple[Callback, Result]]) -> None:
         callback(result)
 
 
-async def _runtime(request: Request) -> Runtime:
-    # async on purpose: FastAPI runs a sync dependency in a worker thread, a costly hop per request
+def runtime_of(request: Request) -> Runtime:
+    """The app's Runtime (for handlers that take no dependencies)."""
     runtime = request.app.state.runtime
     assert isinstance(runtime, Runtime)
     return runtime
+
+
+async def _runtime(request: Request) -> Runtime:
+    # async on purpose: FastAPI runs a sync dependency in a worker thread, a costly hop per request
+    return runtime_of(request)
 
 
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]

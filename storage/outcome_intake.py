@@ -240,6 +240,21 @@ class IntakeLog:
             pending.sort(key=lambda row: int(row[0]))
         return pending
 
+    def pending_ndjson(self, from_seq: int, limit: int) -> bytes:
+        """Up to `limit` pending rows with seq >= from_seq as NDJSON objects (keys: PENDING_COLUMNS).
+
+        SQLite builds the text (in C, without the GIL) from each row's stored JSON, copying every
+        value's JSON text as stored, so numbers and strings are exactly what was acknowledged. The
+        flusher parses it with Arrow's JSON reader: no Python object per row or value.
+        """
+        fields = ", ".join(f"'{name}', row->{index}" for index, name in enumerate(PENDING_COLUMNS[1:]))
+        sql = (
+            f"SELECT group_concat(json_object('seq', seq, {fields}), char(10)) FROM "
+            "(SELECT seq, row FROM pending WHERE seq >= ? ORDER BY seq LIMIT ?)"
+        )
+        [(text,)] = self._query(sql, (from_seq, limit))
+        return b"" if text is None else str(text).encode()
+
     def pending_matching(self, *, record_id: str | None, keys: Sequence[str]) -> list[tuple[Any, ...]]:
         """Pending rows for a record_id or one of the canonical keys (for read-your-writes)."""
         if record_id is not None:
@@ -370,12 +385,20 @@ class IntakeLog:
             results.append(result)
             if isinstance(result, BaseException):
                 continue
-            for outcome, status in zip(sub.outcomes, result, strict=True):
-                if status != "created":
-                    continue
-                known[outcome.outcome_id] = outcome.fingerprint
-                id_rows.append((outcome.outcome_id, outcome.fingerprint))
-                rows.append(_pending_row(outcome, received, sub.key_id))
+            created = (
+                sub.outcomes
+                if "duplicate" not in result
+                else [o for o, status in zip(sub.outcomes, result, strict=True) if status == "created"]
+            )
+            key_id = sub.key_id
+            for outcome in created:
+                known[outcome[0]] = outcome[11]
+            id_rows.extend([(o[0], o[11]) for o in created])  # (outcome_id, fingerprint)
+            # PENDING_COLUMNS without seq: Outcome fields 0-8, occurred (default: receipt), received,
+            # attributes, key_id. Built by slicing the tuples: this runs for every row stored.
+            rows.extend(
+                [(*o[:9], received if o[9] is None else o[9], received, o[10], key_id) for o in created]
+            )
         if rows:
             id_rows.sort()  # key order: the index is filled page by page, not at random places
             con.execute(_INSERT_IDS, (orjson.dumps(id_rows).decode(),))
@@ -421,24 +444,6 @@ def _decoded(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     # One orjson call for all rows: the row texts are JSON arrays, so joining them makes one array.
     values = orjson.loads("[" + ",".join(r[1] for r in rows) + "]")
     return [(seq, *value) for (seq, _), value in zip(rows, values, strict=True)]
-
-
-def _pending_row(outcome: Outcome, received_us: int, key_id: str | None) -> tuple[Any, ...]:
-    return (
-        outcome.outcome_id,
-        outcome.record_id,
-        outcome.key,
-        outcome.service_id,
-        outcome.endpoint_id,
-        outcome.outcome_type,
-        outcome.value,
-        outcome.value_number,
-        outcome.value_json,
-        outcome.occurred_or(received_us),
-        received_us,
-        outcome.attributes,
-        key_id,
-    )
 
 
 def utc_from_us(value: int) -> dt.datetime:

@@ -228,3 +228,68 @@ def test_pending_rows_do_not_count_and_make_a_cohort_immature() -> None:
     }
     # positive OK: the FRAUD row (score 0.1) is predicted right, the OK row (score 0.4) wrong
     assert (got["accuracy"], got["roc_auc"], got["recall"], got["precision"]) == (0.5, 1.0, 0.0, None)
+
+
+def _binary_rows(endpoint: str, day: dt.date, scores: list[tuple[bool, float]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "endpoint_id": endpoint,
+            "day": day,
+            "label": "yes" if t else "no",
+            "prediction": "yes" if s > 0.5 else "no",
+            "probas": [("yes", s), ("no", 1 - s)],
+        }
+        for t, s in scores
+    ]
+
+
+def test_endpoints_tasks_and_days_in_one_call_equal_each_alone() -> None:
+    # compute_metrics numbers the (endpoint, outcome_type) groups and reads task columns per group: mixing
+    # binary endpoints with different positives, a multiclass and a regression endpoint and two days in one
+    # call must give, for every cohort, what the same rows give alone.
+    day2 = DAY + dt.timedelta(days=1)
+    a1 = _binary_rows("a", DAY, [(True, 0.9), (False, 0.2), (True, 0.4), (False, 0.6)])
+    a2 = _binary_rows("a", day2, [(True, 0.7), (False, 0.1), (False, 0.3)])
+    b1 = _binary_rows("b", DAY, [(True, 0.3), (False, 0.8), (True, 0.55)])
+    m1 = [
+        {"endpoint_id": "m", "label": t, "prediction": p, "probas": [("x", 0.5), ("y", 0.3), ("z", 0.2)]}
+        for t, p in [("x", "x"), ("y", "x"), ("z", "z")]
+    ]
+    r2 = [
+        {"endpoint_id": "r", "day": day2, "label": str(t), "label_value": t, "prediction_value": p}
+        for t, p in [(1.0, 1.5), (3.0, 2.0), (-2.0, -1.0)]
+    ]
+    policies = [Policy("svc", "a", positive="yes"), Policy("svc", "b", positive="no")]
+    with _connection([*a1, *a2, *b1, *m1, *r2], policies) as con:
+        con.execute("SET preserve_insertion_order = true")
+        together = compute_metrics(con, MetricsQuery(by=Cohort.day))
+        [(kept,)] = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()
+    assert kept is True  # the caller's setting is restored
+    alone = []
+    for rows in (a1, a2, b1, m1, r2):
+        with _connection(rows, policies) as con:
+            alone.extend(compute_metrics(con, MetricsQuery(by=Cohort.day)))
+    key = ("endpoint_id", "cohort")
+    assert [(r["endpoint_id"], r["cohort"]) for r in together] == [
+        ("a", "2026-01-01"),
+        ("a", "2026-01-02"),
+        ("b", "2026-01-01"),
+        ("m", "2026-01-01"),
+        ("r", "2026-01-02"),
+    ]
+    by_key = {tuple(r[k] for k in key): r for r in alone}
+    for row in together:
+        other = by_key[tuple(row[k] for k in key)]
+        assert row.keys() == other.keys()
+        for name, value in row.items():
+            if isinstance(value, float):
+                assert math.isclose(value, other[name], rel_tol=1e-12), (row["endpoint_id"], name)
+            else:
+                assert value == other[name], (row["endpoint_id"], name)
+    assert {r["endpoint_id"]: r["task"] for r in together} == {
+        "a": "binary",
+        "b": "binary",
+        "m": "multiclass",
+        "r": "regression",
+    }
+    assert [r["positive"] for r in together if r["task"] == "binary"] == ["yes", "yes", "no"]

@@ -12,7 +12,7 @@ import pytest
 
 import storage
 from storage.layout import Layout
-from storage.outcome_flush import flush_once
+from storage.outcome_flush import flush_once, ndjson_to_arrow, pending_to_arrow
 from storage.outcome_intake import open_intake
 from storage.outcome_model import parse_outcomes
 
@@ -22,7 +22,7 @@ FLUSH_SCRIPT = """
 import sys
 from pathlib import Path
 from storage.layout import Layout
-from storage.outcome_flush import flush_once
+from storage.outcome_flush import flush_once, ndjson_to_arrow, pending_to_arrow
 from storage.outcome_intake import open_intake
 root = Path(sys.argv[1])
 with open_intake(Layout(root).intake_db) as intake:
@@ -123,3 +123,41 @@ def test_outcomes_latest_takes_the_latest_occurrence_then_the_latest_receipt(tmp
     con = storage.connect(tmp_path)
     assert con.execute("SELECT count(*) FROM outcomes").fetchall() == [(8,)]  # every event is kept
     assert con.execute("SELECT min(day) FROM outcomes").fetchall() == [(dt.datetime.now(dt.UTC).date(),)]
+
+
+def test_arrow_from_sqlite_json_keeps_every_value_exactly(tmp_path: Path) -> None:
+    values: list[object] = [
+        0.1,
+        1e308,
+        5e-324,
+        -0.0,
+        2**63 - 1,
+        -(2**63),
+        1 / 3,
+        True,
+        'x\u00e9"\\\n',
+        "\U0001f600",
+    ]
+    items: list[dict[str, object]] = []
+    for i, value in enumerate(values * 3):
+        item: dict[str, object] = {"value": value, "outcome_type": "label" if i % 2 else "amount"}
+        if i % 2:
+            item["record_id"] = f"r{i}\u2028"
+        else:
+            item["key"] = {"context.a": value, "features.b": "z"}
+        if i % 3 == 0:
+            item["attributes"] = {"n": [1, 2.5, None, {"q": "\u0000"}], "s": "\u00fc"}
+            item["occurred_at"] = "2026-01-31T12:00:00.123456+05:00"
+        items.append(item)
+    with open_intake(tmp_path / "intake.sqlite", group_commit_ms=0) as intake:
+        intake.append(parse_outcomes(items[:12]), key_id="k1")
+        intake.append(parse_outcomes(items[12:]), key_id=None)
+        from_python = pending_to_arrow(intake.pending(0, 1000))
+        from_json = ndjson_to_arrow(intake.pending_ndjson(0, 1000))
+        window = ndjson_to_arrow(intake.pending_ndjson(5, 7))
+        empty = ndjson_to_arrow(intake.pending_ndjson(10_000, 7))
+    assert from_json.num_rows == len(items)
+    assert from_json.equals(from_python)
+    assert window.column("intake_seq").to_pylist() == list(range(5, 12))
+    assert window.equals(from_python.slice(4, 7))
+    assert empty.num_rows == 0 and empty.schema.equals(from_python.schema)
