@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 
-from api import routes_admin, routes_docs, routes_health, routes_outcomes
+from api import routes_admin, routes_docs, routes_health, routes_metrics, routes_outcomes
 from api.calls import CallAuditMiddleware
 from api.config import ApiConfig
 from api.errors import install_error_handlers
 from api.runtime import Runtime
-
-OPTIONAL_ROUTERS = ("api.routes_metrics",)
-"""Routers owned by other modules; each exposes `router` and is included when present."""
-
-
-def _optional_routers() -> list[APIRouter]:
-    routers = []
-    for name in OPTIONAL_ROUTERS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        routers.append(module.router)
-    return routers
 
 
 def create_app(config: ApiConfig) -> FastAPI:
@@ -58,8 +41,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.include_router(routes_outcomes.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_docs.router)
-    for router in _optional_routers():
-        app.include_router(router)
+    app.include_router(routes_metrics.router)
     if config.audit_calls:
         app.add_middleware(CallAuditMiddleware)
     return app

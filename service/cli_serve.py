@@ -9,6 +9,7 @@ import typer
 from api.app import create_app
 from api.config import ApiConfig
 from service.settings import Settings
+from storage.policies import policies_from_config
 
 
 def api_config(settings: Settings) -> ApiConfig:
@@ -23,6 +24,9 @@ def api_config(settings: Settings) -> ApiConfig:
         audit_calls=api.audit_calls,
         logs_dir=api.logs_dir,
         logging_config=api.logging_config,
+        # Validated here, at start-up: a bad policy is one clear error now, not a failing /v1/metrics later.
+        policies=tuple(policies_from_config([p.model_dump() for p in settings.policies])),
+        immature_threshold=settings.eval.immature_threshold,
     )
 
 

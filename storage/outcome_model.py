@@ -163,7 +163,16 @@ def _epoch_us(text: str) -> int:
         head, _, tail = text.partition(".")
         digits = len(tail) - len(tail.lstrip("0123456789"))
         text = f"{head}.{tail[: min(digits, 6)]}{tail[digits:]}"
-    return (dt.datetime.fromisoformat(text.upper()) - _EPOCH) // _MICROSECOND
+    micros = (dt.datetime.fromisoformat(text.upper()) - _EPOCH) // _MICROSECOND
+    if not _EARLIEST_US <= micros < _LATEST_US:
+        # Same bounds as prediction timestamps: outside them DuckDB and Python disagree on how to
+        # read the value back, and the record's reads would fail for good (review finding).
+        raise ValueError(f"occurred_at {text} is outside 1900-01-01 .. 2199-12-31 UTC")
+    return micros
+
+
+_EARLIEST_US = (dt.datetime(1900, 1, 1, tzinfo=dt.UTC) - _EPOCH) // _MICROSECOND
+_LATEST_US = (dt.datetime(2200, 1, 1, tzinfo=dt.UTC) - _EPOCH) // _MICROSECOND
 
 
 _RANDOM_POOL = bytearray()

@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 import orjson
 
-from service.errors import NotFound, QueryError
+from service.errors import InputError, NotFound, QueryError
 from storage.layout import Layout
 from storage.outcome_intake import PENDING_COLUMNS, IntakeLog, utc_from_us
 from storage.outcome_model import canonical_key
@@ -25,12 +25,21 @@ _OUTCOME_COLUMNS = (
 )
 
 
+MAX_KEY_PATHS = 8
+"""Most `key.<path>` parameters one read may give (2^8 = 256 candidate keys at most)."""
+
+
 def key_candidates(pairs: dict[str, str]) -> list[str]:
     """Canonical keys a query-string key may mean: each text value also as a JSON number or boolean.
 
     A query string carries only text, while a key may have been posted with `"context.n": 42`;
     trying both forms (at most 2^n for n paths) finds it either way.
     """
+    if len(pairs) > MAX_KEY_PATHS:
+        # Each path can double the candidates: bound the product before building it.
+        raise InputError(
+            f"a key has at most {MAX_KEY_PATHS} paths, got {len(pairs)}", details={"paths": sorted(pairs)}
+        )
     options: list[list[Any]] = []
     for value in pairs.values():
         forms: list[Any] = [value]

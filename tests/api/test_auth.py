@@ -106,3 +106,18 @@ def test_every_call_is_audited_when_enabled(world) -> None:  # type: ignore[no-u
     calls = [(x["method"], x["path"], x["status"], x["key_id"]) for x in lines[before:]]
     assert calls == [("GET", "/v1/outcomes", 200, reader_id), ("GET", "/v1/outcomes", 401, None)]
     assert all(token not in json.dumps(lines) for token in tokens.values())
+
+
+def test_every_route_of_the_app_needs_a_key_except_healthz(world) -> None:  # type: ignore[no-untyped-def]
+    from api.app import create_app
+    from api.config import ApiConfig
+
+    srv, _tokens, _revoked = world
+    schema = create_app(ApiConfig(root=srv.root)).openapi()  # every route a client can call
+    routes = [(m.upper(), path) for path, item in schema["paths"].items() for m in item]
+    assert ("GET", "/v1/metrics") in routes and ("POST", "/v1/outcomes") in routes
+    for method, template in routes:
+        path = template.replace("{record_id}", "r").replace("{key_id}", "000000000000")
+        response = httpx.request(method, srv.url + path, timeout=10)
+        expected = 200 if path == "/healthz" else 401
+        assert response.status_code == expected, (method, path, response.text)

@@ -84,6 +84,21 @@ def test_generated_ids_are_unique() -> None:
             "occurred_at",
             "day is out of range for month",
         ),
+        (
+            {"record_id": "r", "value": 1, "occurred_at": "0001-01-01T00:30:00+01:00"},
+            "occurred_at",
+            "occurred_at 0001-01-01T00:30:00+01:00 is outside 1900-01-01 .. 2199-12-31 UTC",
+        ),
+        (
+            {"record_id": "r", "value": 1, "occurred_at": "9999-12-31T23:59:59-01:00"},
+            "occurred_at",
+            "occurred_at 9999-12-31T23:59:59-01:00 is outside 1900-01-01 .. 2199-12-31 UTC",
+        ),
+        (
+            {"record_id": "r", "value": 1, "occurred_at": "2200-01-01T00:00:00Z"},
+            "occurred_at",
+            "occurred_at 2200-01-01T00:00:00Z is outside 1900-01-01 .. 2199-12-31 UTC",
+        ),
         ({"record_id": "r", "value": 1, "colour": "red"}, "colour", "Extra inputs are not permitted"),
         ({"record_id": "", "value": 1}, "record_id", "String should have at least 1 character"),
     ],
@@ -101,3 +116,14 @@ def test_empty_and_oversized_batches_are_refused() -> None:
         parse_outcomes([])
     with pytest.raises(InvalidOutcome, match="too many outcomes in one request: 3 > 2"):
         parse_outcomes([one(), one(), one()], max_items=2)
+
+
+def test_a_read_key_with_too_many_paths_is_refused_before_expanding() -> None:
+    from service.errors import InputError
+    from storage.outcome_reads import MAX_KEY_PATHS, key_candidates
+
+    pairs = {f"context.k{i}": "1" for i in range(MAX_KEY_PATHS)}
+    assert len(key_candidates(pairs)) == 2**MAX_KEY_PATHS  # "1" as text and as the number 1
+    pairs["context.one_more"] = "2"
+    with pytest.raises(InputError, match=f"a key has at most {MAX_KEY_PATHS} paths, got 9"):
+        key_candidates(pairs)
