@@ -160,47 +160,54 @@ def _ctes(policies: Sequence[Policy]) -> str:
           AND (endpoint_id IS NULL OR pl.endpoint_id IS NULL OR endpoint_id = pl.endpoint_id)
     ),
     op AS MATERIALIZED (
-        -- each known outcome with every policy it may feed (type, endpoint and target paths agree)
+        -- each known outcome with every policy it may feed (type, endpoint and target paths agree);
+        -- orow numbers these pairs so the joins below carry and group by one BIGINT, not wide rows
         SELECT o.* EXCLUDE (pl), pl.policy_id, pl.attribution, pl.window_us,
-               CASE WHEN o.record_id IS NULL THEN {_case(specs, _outcome_key, "pl")} END AS jkey
+               CASE WHEN o.record_id IS NULL THEN {_case(specs, _outcome_key, "pl")} END AS jkey,
+               row_number() OVER () AS orow
         FROM typed o
         WHERE o.record_id IS NOT NULL OR (pl.spec_id > 0 AND o.key_paths = pl.key_paths)
     ),
     cand AS (
+        -- (outcome-policy pair, prediction) candidates, as (orow, record_id, policy_id).
         -- record_id targets: the prediction with that record_id, whatever the policy's attribution
-        SELECT o.outcome_id, o.value, o.value_number, o.occurred_at, o.received_at, o.intake_seq,
-               k.record_id, k.policy_id
-        FROM op o JOIN kp k ON k.record_id = o.record_id AND k.policy_id = o.policy_id
+        -- (the few record_id outcomes are the hash join's build side, not all outcomes)
+        SELECT o.orow, k.record_id, k.policy_id
+        FROM (SELECT * FROM op WHERE record_id IS NOT NULL) o
+        JOIN kp k ON k.record_id = o.record_id AND k.policy_id = o.policy_id
         WHERE (o.service_id IS NULL OR o.service_id = k.service_id)
           AND (o.endpoint_id IS NULL OR o.endpoint_id = k.endpoint_id)
           AND (o.window_us IS NULL OR o.occurred_us - k.ts_us <= o.window_us)
         UNION ALL
         -- last_before: the last prediction with the key made at or before occurred_at (and inside the
         -- window: if the last one is outside, so are all earlier ones). A hash join on the key and
-        -- arg_max, not an ASOF JOIN: measured 3x faster at 1M predictions (docs/design.md).
-        SELECT any_value(o.outcome_id), any_value(o.value), any_value(o.value_number),
-               any_value(o.occurred_at), any_value(o.received_at), any_value(o.intake_seq),
-               arg_max(k.record_id, k.ts_us), o.policy_id
-        FROM (SELECT * FROM op WHERE jkey IS NOT NULL AND attribution = 'last_before') o
+        -- arg_max, not an ASOF JOIN: measured 3x faster at 1M predictions (docs/design.md). Grouped by
+        -- orow alone: grouping by (outcome_id, policy_id) with any_value of every column cost 5 s at 10M.
+        SELECT o.orow, arg_max(k.record_id, k.ts_us), any_value(o.policy_id)
+        FROM (SELECT orow, policy_id, jkey, occurred_us, window_us FROM op
+              WHERE jkey IS NOT NULL AND attribution = 'last_before') o
         JOIN kp k ON k.policy_id = o.policy_id AND k.jkey = o.jkey AND k.ts_us <= o.occurred_us
          AND (o.window_us IS NULL OR k.ts_us >= o.occurred_us - o.window_us)
-        GROUP BY o.outcome_id, o.policy_id
+        GROUP BY o.orow
         UNION ALL
         -- all_within: every prediction with the key inside the window before occurred_at
-        SELECT o.outcome_id, o.value, o.value_number, o.occurred_at, o.received_at, o.intake_seq,
-               k.record_id, k.policy_id
-        FROM (SELECT * FROM op WHERE jkey IS NOT NULL AND attribution = 'all_within') o
+        SELECT o.orow, k.record_id, k.policy_id
+        FROM (SELECT orow, policy_id, jkey, occurred_us, window_us FROM op
+              WHERE jkey IS NOT NULL AND attribution = 'all_within') o
         JOIN kp k ON k.policy_id = o.policy_id AND k.jkey = o.jkey AND k.ts_us <= o.occurred_us
          AND (o.window_us IS NULL OR k.ts_us >= o.occurred_us - o.window_us)
     ),
     won AS (
-        -- corrections: of the outcomes attributed to one prediction, the latest wins
-        SELECT record_id, policy_id, w.*
-        FROM (SELECT record_id, policy_id,
-                     arg_max({{'outcome_id': outcome_id, 'value': value, 'value_number': value_number,
-                              'occurred_at': occurred_at, 'received_at': received_at}},
-                             (occurred_at, received_at, intake_seq, outcome_id)) AS w
-              FROM cand GROUP BY record_id, policy_id)
+        -- corrections: of the outcomes attributed to one prediction, the latest wins. The arg_max keeps
+        -- a BIGINT (orow) and the winner's columns are joined back after: carrying a struct of them
+        -- through arg_max was the slowest step at 10M predictions (measured 9 s of 13 s).
+        SELECT c.record_id, c.policy_id, o.outcome_id, o.value, o.value_number, o.occurred_at,
+               o.received_at
+        FROM (SELECT c.record_id, c.policy_id,
+                     arg_max(c.orow, (o.occurred_at, o.received_at, o.intake_seq, o.outcome_id)) AS orow
+              FROM cand c JOIN op o ON o.orow = c.orow
+              GROUP BY c.record_id, c.policy_id) c
+        JOIN op o ON o.orow = c.orow
     )"""
 
 
@@ -260,7 +267,7 @@ def unmatched_macro(policies: Sequence[Policy]) -> str:
     return f"""CREATE OR REPLACE TEMP MACRO unmatched_outcomes_as_of(as_of) AS TABLE
     WITH {_ctes(policies)},
     um AS (SELECT * FROM ko ANTI JOIN (SELECT DISTINCT outcome_id FROM won) USING (outcome_id)),
-    lost AS (SELECT DISTINCT outcome_id FROM cand),
+    lost AS (SELECT DISTINCT o.outcome_id FROM cand c JOIN op o ON o.orow = c.orow),
     targeted AS (SELECT * FROM op SEMI JOIN um USING (outcome_id)),
     seen AS (
         SELECT o.outcome_id, min(k.ts_us) AS first_us, bool_or(o.record_id IS NOT NULL) AS by_record

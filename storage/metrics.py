@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,19 @@ class Cohort(enum.StrEnum):
 
 
 _COHORT_SQL = {
-    Cohort.day: "strftime(day, '%Y-%m-%d')",
-    Cohort.week: "strftime(date_trunc('week', day), '%Y-%m-%d')",  # ISO weeks start on Monday
+    Cohort.day: "day",
+    Cohort.week: "date_trunc('week', day)::DATE",  # ISO weeks start on Monday
     Cohort.generation: "coalesce(generation, '')",
     Cohort.none: "'all'",
 }
+"""The cohort key stored per row in `_hs_eval`: dates stay DATE (formatting 10M of them cost ~0.5 s)."""
+_COHORT_TEXT = {
+    Cohort.day: "strftime(cohort, '%Y-%m-%d')",
+    Cohort.week: "strftime(cohort, '%Y-%m-%d')",
+    Cohort.generation: "cohort",
+    Cohort.none: "cohort",
+}
+"""The cohort as output, computed on the aggregated rows only."""
 
 COMMON_COLUMNS = [
     "service_id",
@@ -128,17 +137,22 @@ def compute_metrics(con: duckdb.DuckDBPyConnection, query: MetricsQuery) -> list
         groups = _groups(con, query)
         if not groups:
             return []
-        _materialise(con, query, groups)
-        rows = _counts(con, query.immature_threshold)
-        tasks = {(g.service_id, g.endpoint_id, g.outcome_type): g for g in groups}
-        extra: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for fetch in (_binary, _ranking, _calibration, _multiclass, _regression):
-            for key, values in fetch(con).items():
-                extra.setdefault(key, {}).update(values)
+        with _unordered(con):
+            _materialise(con, query, groups)
+            rows = _counts(con, query.immature_threshold, _COHORT_TEXT[query.by])
+            tasks = {(g.service_id, g.endpoint_id, g.outcome_type): g for g in groups}
+            extra: dict[tuple[Any, ...], dict[str, Any]] = {}
+            present = {g.task for g in groups}
+            for task, fetch in _FETCHES:
+                if task not in present:
+                    continue
+                for key, values in _keyed(con, fetch(_COHORT_TEXT[query.by]), groups).items():
+                    extra.setdefault(key, {}).update(values)
     except duckdb.Error as exc:
         raise QueryError(f"metrics query failed: {exc}") from exc
     finally:
         con.execute("DROP TABLE IF EXISTS _hs_eval")
+        con.execute("DROP TABLE IF EXISTS _hs_eval_groups")
         con.execute(f"DELETE FROM {WON_TABLE}")
     results = []
     for row in rows:
@@ -226,19 +240,54 @@ def _shape(
     return "multiclass", None
 
 
+@contextmanager
+def _unordered(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """`preserve_insertion_order = false` while the metrics run (every result is grouped or ordered
+    explicitly), the caller's setting restored after: tables fill in parallel, without order upkeep.
+
+    The setting is global to the DuckDB database; `evaluate` opens its own, so only a caller sharing
+    its connection's database with other cursors sees unordered results meanwhile."""
+    [(before,)] = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()
+    con.execute("SET preserve_insertion_order = false")
+    try:
+        yield
+    finally:
+        con.execute(f"SET preserve_insertion_order = {'true' if before else 'false'}")
+
+
+def _ids(groups: list[_Group], task: str) -> str:
+    """The group numbers (our own integers, safe as literals) of `task`, as an SQL list."""
+    return ", ".join(str(i) for i, g in enumerate(groups) if g.task == task) or "NULL"
+
+
 def _materialise(con: duckdb.DuckDBPyConnection, query: MetricsQuery, groups: list[_Group]) -> None:
-    """`_hs_eval`: the rows to evaluate, narrowed to what metrics need (score, p_true, y...)."""
+    """`_hs_eval`: one narrow row per labelled-view row: group number g, cohort key, label-state flags and,
+    on labelled rows only, the columns its task's metrics read (NULL otherwise); `_hs_eval_groups` names g.
+
+    Narrow on purpose: at 10M predictions, writing the endpoint, outcome type, task and positive class as
+    text on every row, plus the values of every task, made this table the slowest step after the join."""
     where, params = _filters(query)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _hs_eval_groups "
+        "(g INTEGER, service_id VARCHAR, endpoint_id VARCHAR, outcome_type VARCHAR)"
+    )
+    con.executemany(
+        "INSERT INTO _hs_eval_groups VALUES (?, ?, ?, ?)",
+        [(i, g.service_id, g.endpoint_id, g.outcome_type) for i, g in enumerate(groups)],
+    )
     whens, case_params = [], []
-    for group in groups:
+    for i, group in enumerate(groups):
         whens.append(
-            "WHEN service_id IS NOT DISTINCT FROM ? AND endpoint_id IS NOT DISTINCT FROM ? "
-            "AND outcome_type = ? THEN {'task': ?::VARCHAR, 'pos': ?::VARCHAR}"
+            f"WHEN service_id IS NOT DISTINCT FROM ? AND endpoint_id IS NOT DISTINCT FROM ? "
+            f"AND outcome_type = ? THEN {i}"
         )
-        case_params.extend(
-            [group.service_id, group.endpoint_id, group.outcome_type, group.task, group.positive]
-        )
-    task = f"CASE {' '.join(whens)} END"
+        case_params.extend([group.service_id, group.endpoint_id, group.outcome_type])
+    positives = [(i, g.positive) for i, g in enumerate(groups) if g.task == "binary"]
+    pos = "CASE g " + " ".join(f"WHEN {i} THEN ?::VARCHAR" for i, _ in positives) + " END"
+    pos_params = [p for _, p in positives]
+    if not positives:
+        pos = "NULL::VARCHAR"
+    binary, multiclass, regression = (_ids(groups, t) for t in ("binary", "multiclass", "regression"))
     as_of = "now()" if query.as_of is None else "?::TIMESTAMPTZ"
     as_of_params = [] if query.as_of is None else [query.as_of]
     con.execute(
@@ -246,57 +295,72 @@ def _materialise(con: duckdb.DuckDBPyConnection, query: MetricsQuery, groups: li
     )
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _hs_eval AS
-        SELECT service_id, endpoint_id, outcome_type, {_COHORT_SQL[query.by]} AS cohort, label_state,
-               prediction, label, label_value,
-               coalesce(prediction_value, TRY_CAST(prediction AS DOUBLE)) AS predicted_value,
-               t.task, t.pos, probas[t.pos]::DOUBLE AS score, probas[label]::DOUBLE AS p_true
-        FROM (SELECT *, {task} AS t FROM _hs_labelled_with_won({as_of}) WHERE {where})""",
-        [*case_params, *as_of_params, *params],
+        SELECT g, cohort,
+               label_state = 'observed' AS observed, label_state = 'implicit' AS implicit,
+               label_state = 'pending' AS pending, labelled,
+               CASE WHEN labelled AND g IN ({binary}) THEN (label = pos)::INTEGER END AS y,
+               CASE WHEN labelled AND g IN ({binary}) THEN coalesce(prediction = pos, false)::INTEGER END
+                   AS yhat,
+               CASE WHEN labelled AND g IN ({binary}) THEN probas[pos]::DOUBLE END AS score,
+               CASE WHEN labelled AND g IN ({multiclass}) THEN label END AS mc_label,
+               CASE WHEN labelled AND g IN ({multiclass}) THEN prediction END AS mc_prediction,
+               CASE WHEN labelled AND g IN ({multiclass}) THEN probas[label]::DOUBLE END AS p_true,
+               CASE WHEN labelled AND g IN ({regression}) THEN label_value END AS label_value,
+               CASE WHEN labelled AND g IN ({regression})
+                    THEN coalesce(prediction_value, TRY_CAST(prediction AS DOUBLE)) END AS predicted_value
+        FROM (SELECT *, {pos} AS pos, label_state <> 'pending' AND label IS NOT NULL AS labelled
+              FROM (SELECT label_state, label, label_value, prediction, prediction_value, probas,
+                           {_COHORT_SQL[query.by]} AS cohort, CASE {" ".join(whens)} END AS g
+                    FROM _hs_labelled_with_won({as_of}) WHERE {where}))""",
+        [*pos_params, *case_params, *as_of_params, *params],  # in the order they appear in the text
     )
 
 
-_KEY = "service_id, endpoint_id, outcome_type, cohort"
+_KEY = "g, cohort"
+"""What every metric groups by; the output names g's endpoint and outcome type (`_keyed`)."""
 
 
-def _keyed(con: duckdb.DuckDBPyConnection, sql: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+def _keyed(
+    con: duckdb.DuckDBPyConnection, sql: str, groups: list[_Group]
+) -> dict[tuple[Any, ...], dict[str, Any]]:
     result = con.execute(sql)
     names = [d[0] for d in result.description or []]
     out = {}
     for values in result.fetchall():
         row = dict(zip(names, values, strict=True))
-        key = (row.pop("service_id"), row.pop("endpoint_id"), row.pop("outcome_type"), row.pop("cohort"))
+        group = groups[row.pop("g")]
+        key = (group.service_id, group.endpoint_id, group.outcome_type, row.pop("cohort"))
         out[key] = row
     return out
 
 
-def _counts(con: duckdb.DuckDBPyConnection, threshold: float) -> list[dict[str, Any]]:
+def _counts(con: duckdb.DuckDBPyConnection, threshold: float, cohort_text: str) -> list[dict[str, Any]]:
     result = con.execute(
-        f"""SELECT {_KEY}, count(*) AS n,
-                   count(*) FILTER (WHERE label_state <> 'pending' AND label IS NOT NULL) AS n_labelled,
-                   count(*) FILTER (WHERE label_state = 'observed') AS n_observed,
-                   count(*) FILTER (WHERE label_state = 'implicit') AS n_implicit,
-                   count(*) FILTER (WHERE label_state = 'pending') AS n_pending,
-                   n_labelled / n AS coverage, n_pending / n AS pending_share,
-                   pending_share > ? AS immature
-            FROM _hs_eval GROUP BY ALL ORDER BY service_id, endpoint_id, outcome_type, cohort""",
+        f"""SELECT gr.service_id, gr.endpoint_id, gr.outcome_type, c.cohort, c.n, c.n_labelled,
+                   c.n_observed, c.n_implicit, c.n_pending, c.n_labelled / c.n AS coverage,
+                   c.n_pending / c.n AS pending_share, pending_share > ? AS immature
+            FROM (SELECT g, {cohort_text} AS cohort, count(*) AS n,
+                         count(*) FILTER (WHERE labelled) AS n_labelled,
+                         count(*) FILTER (WHERE observed) AS n_observed,
+                         count(*) FILTER (WHERE implicit) AS n_implicit,
+                         count(*) FILTER (WHERE pending) AS n_pending
+                  FROM _hs_eval GROUP BY g, _hs_eval.cohort) c
+            JOIN _hs_eval_groups gr USING (g)
+            ORDER BY service_id, endpoint_id, outcome_type, cohort""",
         [threshold],
     )
     names = [d[0] for d in result.description or []]
     return [dict(zip(names, values, strict=True)) for values in result.fetchall()]
 
 
-_LABELLED = "label_state <> 'pending' AND label IS NOT NULL"
+_BINARY = "labelled AND y IS NOT NULL"
+"""The labelled rows of binary endpoints (y is set on binary rows only, and is NULL without a label)."""
 
 
-def _binary(con: duckdb.DuckDBPyConnection) -> dict[tuple[Any, ...], dict[str, Any]]:
+def _binary(cohort_text: str) -> str:
     # precision/recall/f1 are None where scikit-learn divides by zero (its zero_division case).
-    return _keyed(
-        con,
-        f"""WITH b AS (
-                SELECT {_KEY}, (label = pos)::INTEGER AS y,
-                       coalesce(prediction = pos, false)::INTEGER AS yhat, score
-                FROM _hs_eval WHERE task = 'binary' AND {_LABELLED})
-            SELECT {_KEY}, avg(y) AS positive_rate, avg((y = yhat)::INTEGER) AS accuracy,
+    return f"""SELECT g, {cohort_text} AS cohort, avg(y) AS positive_rate,
+                   avg((y = yhat)::INTEGER) AS accuracy,
                    sum(y * yhat) / nullif(sum(yhat), 0) AS precision,
                    sum(y * yhat) / nullif(sum(y), 0) AS recall,
                    2 * sum(y * yhat) / nullif(sum(y * yhat) + sum(y) + sum(yhat) - sum(y * yhat), 0)
@@ -304,20 +368,16 @@ def _binary(con: duckdb.DuckDBPyConnection) -> dict[tuple[Any, ...], dict[str, A
                    -avg(ln(greatest(least(CASE WHEN y = 1 THEN score ELSE 1 - score END, 1 - {EPS!r}),
                                     {EPS!r}))) AS log_loss,
                    avg((score - y) ** 2) AS brier
-            FROM b GROUP BY ALL""",
-    )
+            FROM _hs_eval WHERE {_BINARY} GROUP BY g, _hs_eval.cohort"""
 
 
-def _ranking(con: duckdb.DuckDBPyConnection) -> dict[tuple[Any, ...], dict[str, Any]]:
+def _ranking(cohort_text: str) -> str:
     # One pass over distinct scores, ascending. roc_auc is the Mann-Whitney statistic with ties counted
     # half; average precision is scikit-learn's sum over thresholds of (R_k - R_k-1) * P_k, where at
     # threshold s: TP = P - positives below s and FP = N - negatives below s.
-    return _keyed(
-        con,
-        f"""WITH s AS (
-                SELECT {_KEY}, score, sum((label = pos)::INTEGER)::DOUBLE AS pos_n,
-                       count(*) - sum((label = pos)::INTEGER)::DOUBLE AS neg_n
-                FROM _hs_eval WHERE task = 'binary' AND score IS NOT NULL AND {_LABELLED}
+    return f"""WITH s AS (
+                SELECT {_KEY}, score, sum(y)::DOUBLE AS pos_n, count(*) - sum(y)::DOUBLE AS neg_n
+                FROM _hs_eval WHERE {_BINARY} AND score IS NOT NULL
                 GROUP BY ALL),
             c AS (
                 SELECT *, coalesce(sum(pos_n) OVER below, 0) AS pos_below,
@@ -327,7 +387,7 @@ def _ranking(con: duckdb.DuckDBPyConnection) -> dict[tuple[Any, ...], dict[str, 
                 WINDOW below AS (PARTITION BY {_KEY} ORDER BY score
                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
                        whole AS (PARTITION BY {_KEY}))
-            SELECT {_KEY},
+            SELECT g, {cohort_text} AS cohort,
                    CASE WHEN any_value(p_total) > 0 AND any_value(n_total) > 0 THEN
                        sum(pos_n * (neg_below + neg_n / 2)) / (any_value(p_total) * any_value(n_total))
                    END AS roc_auc,
@@ -335,68 +395,69 @@ def _ranking(con: duckdb.DuckDBPyConnection) -> dict[tuple[Any, ...], dict[str, 
                        sum(pos_n * (p_total - pos_below)
                            / ((p_total - pos_below) + (n_total - neg_below))) / any_value(p_total)
                    END AS pr_auc
-            FROM c GROUP BY ALL""",
-    )
+            FROM c GROUP BY g, c.cohort"""
 
 
-def _calibration(con: duckdb.DuckDBPyConnection) -> dict[tuple[Any, ...], dict[str, Any]]:
+def _calibration(cohort_text: str) -> str:
     edges = " ".join(f"WHEN score <= {edge!r} THEN {i}" for i, edge in enumerate(CALIBRATION_EDGES))
-    return _keyed(
-        con,
-        f"""WITH b AS (
-                SELECT {_KEY}, CASE {edges} ELSE {len(CALIBRATION_EDGES)} END AS bin, score,
-                       (label = pos)::INTEGER AS y
-                FROM _hs_eval WHERE task = 'binary' AND score IS NOT NULL AND {_LABELLED}),
+    return f"""WITH b AS (
+                SELECT {_KEY}, CASE {edges} ELSE {len(CALIBRATION_EDGES)} END AS bin, score, y
+                FROM _hs_eval WHERE {_BINARY} AND score IS NOT NULL),
             bins AS (
                 SELECT {_KEY}, bin, avg(score) AS mean_predicted, avg(y) AS observed_rate, count(*) AS count
                 FROM b GROUP BY ALL)
-            SELECT {_KEY},
+            SELECT g, {cohort_text} AS cohort,
                    list({{'bin': bin, 'mean_predicted': mean_predicted, 'observed_rate': observed_rate,
                           'count': count}} ORDER BY bin) AS calibration
-            FROM bins GROUP BY ALL""",
-    )
+            FROM bins GROUP BY g, bins.cohort"""
 
 
-def _multiclass(con: duckdb.DuckDBPyConnection) -> dict[tuple[Any, ...], dict[str, Any]]:
+def _multiclass(cohort_text: str) -> str:
     # macro_f1 averages the F1 of every class seen as a label or a prediction (scikit-learn's
     # labels=None); a missing prediction counts as wrong. log_loss uses probas[label], 0 when absent.
-    return _keyed(
-        con,
-        f"""WITH m AS (SELECT * FROM _hs_eval WHERE task = 'multiclass'),
+    return f"""WITH m AS (
+                SELECT {_KEY}, mc_label AS label, mc_prediction AS prediction, p_true
+                FROM _hs_eval WHERE labelled AND mc_label IS NOT NULL),
             per_class AS (
                 SELECT {_KEY}, cls, sum(n_true) AS n_true, sum(n_pred) AS n_pred, sum(tp) AS tp FROM (
                     SELECT {_KEY}, label AS cls, count(*) AS n_true, 0 AS n_pred,
                            count(*) FILTER (WHERE prediction = label) AS tp
-                    FROM m WHERE {_LABELLED} GROUP BY ALL
+                    FROM m GROUP BY ALL
                     UNION ALL
                     SELECT {_KEY}, prediction, 0, count(*), 0
-                    FROM m WHERE {_LABELLED} AND prediction IS NOT NULL GROUP BY ALL)
+                    FROM m WHERE prediction IS NOT NULL GROUP BY ALL)
                 GROUP BY ALL),
             f1 AS (SELECT {_KEY}, avg(2 * tp / (n_true + n_pred)) AS macro_f1 FROM per_class GROUP BY ALL),
             base AS (
                 SELECT {_KEY}, avg((prediction IS NOT DISTINCT FROM label)::INTEGER) AS accuracy,
                        -avg(ln(greatest(least(coalesce(p_true, 0), 1 - {EPS!r}), {EPS!r}))) AS log_loss
-                FROM m WHERE {_LABELLED} GROUP BY ALL)
-            SELECT * FROM base JOIN f1 USING ({_KEY})""",
-    )
+                FROM m GROUP BY ALL)
+            SELECT g, {cohort_text} AS cohort, accuracy, log_loss, macro_f1
+            FROM base JOIN f1 USING ({_KEY})"""
 
 
-def _regression(con: duckdb.DuckDBPyConnection) -> dict[tuple[Any, ...], dict[str, Any]]:
+def _regression(cohort_text: str) -> str:
     # mape divides by max(|y|, EPS) like scikit-learn; r2 is None when the labels are constant (or one).
-    return _keyed(
-        con,
-        f"""WITH r AS (
+    return f"""WITH r AS (
                 SELECT {_KEY}, label_value AS y, predicted_value AS yhat,
                        label_value - avg(label_value) OVER (PARTITION BY {_KEY}) AS centred
                 FROM _hs_eval
-                WHERE task = 'regression' AND {_LABELLED}
-                  AND label_value IS NOT NULL AND predicted_value IS NOT NULL)
-            SELECT {_KEY}, avg(abs(y - yhat)) AS mae, sqrt(avg((y - yhat) ** 2)) AS rmse,
+                WHERE labelled AND label_value IS NOT NULL AND predicted_value IS NOT NULL)
+            SELECT g, {cohort_text} AS cohort, avg(abs(y - yhat)) AS mae, sqrt(avg((y - yhat) ** 2)) AS rmse,
                    avg(abs(y - yhat) / greatest(abs(y), {EPS!r})) AS mape,
                    CASE WHEN count(*) >= 2 AND sum(centred ** 2) > 0 THEN
                        1 - sum((y - yhat) ** 2) / sum(centred ** 2) END AS r2
-            FROM r GROUP BY ALL""",
-    )
+            FROM r GROUP BY g, r.cohort"""
+
+
+_FETCHES: list[tuple[str, Callable[[str], str]]] = [
+    ("binary", _binary),
+    ("binary", _ranking),
+    ("binary", _calibration),
+    ("multiclass", _multiclass),
+    ("regression", _regression),
+]
+"""Each task's metric queries (given the cohort's output expression); only tasks present run."""
 
 
 def metrics_table(
