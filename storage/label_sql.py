@@ -183,7 +183,9 @@ def _ctes(policies: Sequence[Policy]) -> str:
         -- window: if the last one is outside, so are all earlier ones). A hash join on the key and
         -- arg_max, not an ASOF JOIN: measured 3x faster at 1M predictions (docs/design.md). Grouped by
         -- orow alone: grouping by (outcome_id, policy_id) with any_value of every column cost 5 s at 10M.
-        SELECT o.orow, arg_max(k.record_id, k.ts_us), any_value(o.policy_id)
+        -- Ties on ts (the items of one batch query share its timestamp) go to the greatest record_id,
+        -- so the same data always gives the same labels.
+        SELECT o.orow, arg_max(k.record_id, (k.ts_us, k.record_id)), any_value(o.policy_id)
         FROM (SELECT orow, policy_id, jkey, occurred_us, window_us FROM op
               WHERE jkey IS NOT NULL AND attribution = 'last_before') o
         JOIN kp k ON k.policy_id = o.policy_id AND k.jkey = o.jkey AND k.ts_us <= o.occurred_us

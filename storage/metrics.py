@@ -6,6 +6,8 @@ is undefined or warns (zero division, a single class, a constant target) the met
 
 from __future__ import annotations
 
+import contextlib
+
 import datetime as dt
 import enum
 from collections.abc import Callable, Iterator, Sequence
@@ -151,9 +153,12 @@ def compute_metrics(con: duckdb.DuckDBPyConnection, query: MetricsQuery) -> list
     except duckdb.Error as exc:
         raise QueryError(f"metrics query failed: {exc}") from exc
     finally:
-        con.execute("DROP TABLE IF EXISTS _hs_eval")
-        con.execute("DROP TABLE IF EXISTS _hs_eval_groups")
-        con.execute(f"DELETE FROM {WON_TABLE}")
+        # Best effort: a connection DuckDB has invalidated cannot be cleaned, and its error must not
+        # hide the QueryError above (leftover temp tables are replaced by the next call anyway).
+        with contextlib.suppress(duckdb.Error):
+            con.execute("DROP TABLE IF EXISTS _hs_eval")
+            con.execute("DROP TABLE IF EXISTS _hs_eval_groups")
+            con.execute(f"DELETE FROM {WON_TABLE}")
     results = []
     for row in rows:
         group = tasks[(row["service_id"], row["endpoint_id"], row["outcome_type"])]

@@ -62,6 +62,15 @@ def test_last_before_gives_the_outcome_to_the_last_prediction_before_it(tmp_path
     assert unmatched(tmp_path, fraud_policy()) == []
 
 
+def test_last_before_breaks_a_tie_on_ts_by_the_greatest_record_id(tmp_path: Path) -> None:
+    # Items of one batch query share its timestamp; the choice must not depend on hash order.
+    names = [f"r{i:02d}" for i in range(12)]
+    write_predictions(tmp_path, [prediction(name, at(1), context=tx("t1")) for name in reversed(names)])
+    write_outcomes(tmp_path, [outcome("o1", "FRAUD", at(2), key={TX: "t1"})])
+    rows = labelled(tmp_path, fraud_policy())
+    assert [r[0] for r in rows if r[3] == "observed"] == ["r11"]
+
+
 def test_all_within_gives_the_outcome_to_every_prediction_inside_the_window(tmp_path: Path) -> None:
     write_predictions(
         tmp_path,
