@@ -7,7 +7,6 @@ is undefined or warns (zero division, a single class, a constant target) the met
 from __future__ import annotations
 
 import contextlib
-
 import datetime as dt
 import enum
 from collections.abc import Callable, Iterator, Sequence
