@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ingest.kafka_config import BatchRules, KafkaSource
-from ingest.kafka_consumer import KafkaIngestSummary, ingest_kafka
+if TYPE_CHECKING:
+    from ingest.kafka_consumer import KafkaIngestSummary
 from service.cli import state_of
 from service.cli_ingest import ingest_app
 from service.errors import ConfigError
@@ -64,6 +64,10 @@ def kafka_command(
         raise ConfigError("no Kafka bootstrap servers: pass --bootstrap HOST:PORT or set [kafka] bootstrap")
     if not kafka.topic:
         raise ConfigError("no Kafka topic: pass --topic NAME or set [kafka] topic")
+    # Imported here: the rest of the CLI should not pay librdkafka's and the parser's import cost.
+    from ingest.kafka_config import BatchRules, KafkaSource
+    from ingest.kafka_consumer import ingest_kafka
+
     source = KafkaSource(
         bootstrap=kafka.bootstrap,
         topic=kafka.topic,

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from api.app import create_app
-from api.config import ApiConfig
+if TYPE_CHECKING:
+    from api.config import ApiConfig
 from service.settings import Settings
 from storage.policies import policies_from_config
 
 
 def api_config(settings: Settings) -> ApiConfig:
     """The API's plain values from the settings (the composition point: api/ never sees Settings)."""
+    from api.config import ApiConfig  # here, so other commands do not import FastAPI
+
     api = settings.api
     return ApiConfig(
         root=settings.root,
@@ -46,6 +48,8 @@ def serve(
     from service.cli import state_of
 
     settings = state_of(ctx).settings(api={"host": host, "port": port})
+    from api.app import create_app
+
     app = create_app(api_config(settings))
     uvicorn.run(
         app,
