@@ -1,4 +1,4 @@
-"""`hindsight demo`: sample logs in, a per-day summary and a sample query out."""
+"""`hindsight demo`: sample logs and outcomes in; records per day, label coverage and metrics out."""
 
 from __future__ import annotations
 
