@@ -250,24 +250,9 @@ def _normalised(
     attributes = None if raw_attributes is None else orjson.dumps(raw_attributes, option=_SORTED).decode()
     body = (record_id, key, service_id, endpoint_id, outcome_type, value_json, occurred, attributes)
     fingerprint = _digest(orjson.dumps(body)).hexdigest()
-    if outcome_id is None:
-        return Outcome(
-            new_id or new_ids(1)[0],
-            record_id,
-            key,
-            service_id,
-            endpoint_id,
-            outcome_type,
-            value,
-            value_number,
-            value_json,
-            occurred,
-            attributes,
-            fingerprint,
-            True,
-        )
+    generated = outcome_id is None
     return Outcome(
-        outcome_id,
+        (new_id or new_ids(1)[0]) if outcome_id is None else outcome_id,
         record_id,
         key,
         service_id,
@@ -279,7 +264,7 @@ def _normalised(
         occurred,
         attributes,
         fingerprint,
-        False,
+        generated,
     )
 
 
