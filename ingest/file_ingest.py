@@ -36,8 +36,9 @@ from ingest.pipeline import OrderedWorker, ordered_map, prefetch
 from ingest.reader import DEFAULT_CHUNK_BYTES, LineBlock, LineReader, Stream, gzip_size_hint, open_log
 from ingest.summary import IngestSummary
 from service.errors import SourceError, StorageError
-from storage.commit import CommitReport, SourceBatch, commit_sources, committed_position, open_table
+from storage.commit import CommitReport, committed_position, open_table
 from storage.crashpoints import crash_point
+from storage.ingest_commit import commit_parsed_batch
 from storage.layout import Layout
 from storage.schemas import PREDICTIONS, QUARANTINE
 
@@ -359,22 +360,11 @@ class FileIngestor:
 
     def _commit(self, pending: _Pending, summary: IngestSummary) -> None:
         """Commit quarantine, then predictions, each with the positions the batch reached in its files."""
-        ends = pending.ends
         predictions, bad = pending.tables()
-        quarantine = [b for b in _split(bad, ends) if b.rows.num_rows]
-        if quarantine:
-            q_report = commit_sources(
-                self.layout.quarantine, self.layout.lock_file("quarantine"), QUARANTINE, quarantine
-            )
+        q_report, report = commit_parsed_batch(self.layout, predictions, bad, pending.ends)
+        if q_report is not None:
             summary.quarantined += q_report.rows_written
             summary.commits += q_report.version is not None
-        crash_point("ingest.after_quarantine")
-        report = commit_sources(
-            self.layout.predictions,
-            self.layout.lock_file("predictions"),
-            PREDICTIONS,
-            _split(predictions, ends),
-        )
         crash_point("ingest.after_commit")
         _count(summary, report, predictions, pending)
         del predictions, bad
@@ -452,18 +442,6 @@ def _lines_table(batch: _Batch) -> pa.Table:
             "line_bytes": pa.chunked_array([pa.array(b.line_bytes) for b in blocks], pa.int64()),
         }
     )
-
-
-def _split(rows: pa.Table, ends: dict[str, tuple[str, int]]) -> list[SourceBatch]:
-    """One SourceBatch per file of the batch (possibly with no rows: the position moves anyway)."""
-    if len(ends) == 1:
-        ((app_id, end),) = ends.values()
-        return [SourceBatch(app_id, rows, end)]
-    batches = []
-    for path, (app_id, end) in ends.items():
-        mine = rows.filter(pc.equal(rows["source"], pa.scalar(path))) if rows.num_rows else rows
-        batches.append(SourceBatch(app_id, mine, end))
-    return batches
 
 
 def _count(summary: IngestSummary, report: CommitReport, predictions: pa.Table, pending: _Pending) -> None:

@@ -13,9 +13,9 @@ import pyarrow.compute as pc
 
 from ingest.kafka_batch import PendingBatch, build_lines
 from ingest.parser import LineParser, ParseResult
-from storage.commit import SourceBatch, commit_sources, committed_position, open_table
+from storage.commit import committed_position, open_table
+from storage.ingest_commit import commit_parsed_batch
 from storage.layout import Layout
-from storage.schemas import PREDICTIONS, QUARANTINE
 
 
 @dataclass(frozen=True)
@@ -52,45 +52,20 @@ def commit_batch(
 ) -> BatchCommit:
     """Commit one batch; `ends` maps each partition to its last seen offset + 1.
 
-    Quarantine rows go first under the same app ids: a crash between the two commits replays the
-    batch, and the quarantine commit then drops rows below its own committed positions. The
-    predictions commit always carries every partition's position (even with no rows), and its
-    positions are the ones consumption resumes from.
+    Quarantine first, then predictions with every partition's position (storage.ingest_commit); the
+    predictions table's positions are the ones consumption resumes from.
     """
-    layout = Layout(root)
+    by_source = {names.source(p): (names.app_id(p), end) for p, end in ends.items()}
+    q_report, report = commit_parsed_batch(Layout(root), predictions, quarantine, by_source)
     result = BatchCommit()
-    if quarantine.num_rows:
-        report = commit_sources(
-            layout.quarantine,
-            layout.lock_file("quarantine"),
-            QUARANTINE,
-            [
-                SourceBatch(names.app_id(p), _rows_of(quarantine, names.source(p)), end)
-                for p, end in ends.items()
-            ],
-        )
-        result.quarantined_written = report.rows_written
-    report = commit_sources(
-        layout.predictions,
-        layout.lock_file("predictions"),
-        PREDICTIONS,
-        [
-            SourceBatch(names.app_id(p), _rows_of(predictions, names.source(p)), end)
-            for p, end in ends.items()
-        ],
-    )
+    if q_report is not None:
+        result.quarantined_written = q_report.rows_written
     result.rows_written = report.rows_written
     result.rows_already_committed = report.rows_already_committed
     by_app = {names.app_id(p): p for p in ends}
     result.positions = {by_app[app]: pos for app, pos in report.positions.items()}
     result.stale = {by_app[app]: report.positions[app] for app in report.stale_sources}
     return result
-
-
-def _rows_of(table: pa.Table, source: str) -> pa.Table:
-    if table.num_rows == 0:
-        return table
-    return table.filter(pc.equal(table["source"], pa.scalar(source, pa.string())))
 
 
 def table_positions(root: Path, names: PartitionNames, partitions: list[int]) -> dict[int, int | None]:
