@@ -15,14 +15,16 @@ from storage.label_sql import (
     won_macro,
 )
 from storage.layout import Layout
-from storage.schemas import OUTCOMES, PREDICTIONS
-from storage.views import ViewContext, ViewSpec, delta_source, register_view
+from storage.outcome_views import OUTCOMES_VIEW  # imported first, so `outcomes` is registered before
+from storage.views import ViewContext, ViewSpec, register_view
 
 
 def _create_labelled_as_of(con: duckdb.DuckDBPyConnection, layout: Layout) -> None:
     context = ViewContext.of(layout)
-    delta_source(con, PREDICTIONS_SOURCE, context.predictions, PREDICTIONS)
-    delta_source(con, OUTCOMES_SOURCE, context.outcomes, OUTCOMES)
+    # The label views read the same snapshots as the `predictions` and `outcomes` views of this
+    # connection (registered before them), not a second, possibly newer, read of the Delta logs.
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {PREDICTIONS_SOURCE} AS SELECT * FROM predictions")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {OUTCOMES_SOURCE} AS SELECT * FROM {OUTCOMES_VIEW}")
     create_policies_table(con, context.policies)
     con.execute(won_macro(context.policies))
     con.execute(labelled_macro())

@@ -16,8 +16,8 @@ from storage.policies import DEFAULT_OUTCOME_TYPE, Policy
 from storage.views import quote_ident, quote_literal
 
 POLICIES_TABLE = "_hs_policies"
-PREDICTIONS_SOURCE = "_hs_predictions"  # the predictions table, read natively (evaluation_views)
-OUTCOMES_SOURCE = "_hs_outcomes"  # the outcomes table, read natively
+PREDICTIONS_SOURCE = "_hs_predictions"  # the `predictions` view's snapshot (evaluation_views)
+OUTCOMES_SOURCE = "_hs_outcomes"  # the `outcomes` view's snapshot
 SEPARATOR = "chr(31)"  # joins the parts of a multi-path key; unit separator, never in sane ids
 
 UNMATCHED_REASONS: dict[str, str] = {

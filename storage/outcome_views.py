@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 
 from storage.layout import Layout
-from storage.views import ViewSpec, _delta_view, register_view
+from storage.views import ViewSpec, delta_view, register_view
 
 OUTCOMES_VIEW = "outcomes"
 LATEST_VIEW = "outcomes_latest"
@@ -31,7 +31,7 @@ register_view(
         OUTCOMES_VIEW,
         "One row per acknowledged outcome event (append-only: a correction is a new row), as flushed "
         "from the intake log; `key` is canonical JSON of the target's paths, NULL for record_id targets.",
-        _delta_view(OUTCOMES_VIEW),
+        delta_view(OUTCOMES_VIEW),
     )
 )
 register_view(

@@ -101,9 +101,6 @@ def delta_view(table_name: str) -> Callable[[duckdb.DuckDBPyConnection, Layout],
     return create
 
 
-_delta_view = delta_view  # the outcomes module imports the old private name
-
-
 VIEWS: list[ViewSpec] = [
     ViewSpec(
         "predictions",
