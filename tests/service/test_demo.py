@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from service.demo import SAMPLE_FOLDER, run_demo
 from service.demo_outcomes import synthesise_outcomes
 from tests.ingest.file_logs import run_cli
@@ -37,7 +39,14 @@ def test_demo_ingests_the_generated_folder_and_is_rerunnable(tmp_path: Path) -> 
     second = run_demo(tmp_path / "demo", days=3, per_day=200, seed=1)
     assert second.generated is None and second.ingest.records == 0
     assert (second.outcomes.created, second.outcomes.duplicate) == (0, len(expected_outcomes))
-    assert second.metrics.rows == first.metrics.rows
+    # parallel float aggregation may differ in the last bits between runs; nothing more
+    assert len(second.metrics.rows) == len(first.metrics.rows)
+    for again, before in zip(second.metrics.rows, first.metrics.rows, strict=True):
+        for value, expected in zip(again, before, strict=True):
+            if isinstance(expected, float):
+                assert value == pytest.approx(expected, rel=1e-12)
+            else:
+                assert value == expected
     assert second.per_day.rows == first.per_day.rows
     assert not (tmp_path / "demo" / f"{SAMPLE_FOLDER}.tmp").exists()
 
