@@ -1,4 +1,4 @@
-"""Model metrics per endpoint and cohort, computed in DuckDB SQL over `labelled_as_of` (CLI, API, notebooks).
+"""Model metrics per endpoint and cohort, from `labelled_as_of` in DuckDB SQL (ranks finished in numpy).
 
 Definitions follow scikit-learn (a property test compares every metric to it at 1e-9); where scikit-learn
 is undefined or warns (zero division, a single class, a constant target) the metric is None.
@@ -147,7 +147,7 @@ def compute_metrics(con: duckdb.DuckDBPyConnection, query: MetricsQuery) -> list
             for task, fetch in _FETCHES:
                 if task not in present:
                     continue
-                for key, values in _keyed(con, fetch(_COHORT_TEXT[query.by]), groups).items():
+                for key, values in fetch(con, _COHORT_TEXT[query.by], groups).items():
                     extra.setdefault(key, {}).update(values)
     except duckdb.Error as exc:
         raise QueryError(f"metrics query failed: {exc}") from exc
@@ -291,7 +291,6 @@ def _materialise(con: duckdb.DuckDBPyConnection, query: MetricsQuery, groups: li
     pos_params = [p for _, p in positives]
     if not positives:
         pos = "NULL::VARCHAR"
-    binary, multiclass, regression = (_ids(groups, t) for t in ("binary", "multiclass", "regression"))
     as_of = "now()" if query.as_of is None else "?::TIMESTAMPTZ"
     as_of_params = [] if query.as_of is None else [query.as_of]
     con.execute(
@@ -301,23 +300,46 @@ def _materialise(con: duckdb.DuckDBPyConnection, query: MetricsQuery, groups: li
         f"""CREATE OR REPLACE TEMP TABLE _hs_eval AS
         SELECT g, cohort,
                label_state = 'observed' AS observed, label_state = 'implicit' AS implicit,
-               label_state = 'pending' AS pending, labelled,
-               CASE WHEN labelled AND g IN ({binary}) THEN (label = pos)::INTEGER END AS y,
-               CASE WHEN labelled AND g IN ({binary}) THEN coalesce(prediction = pos, false)::INTEGER END
-                   AS yhat,
-               CASE WHEN labelled AND g IN ({binary}) THEN probas[pos]::DOUBLE END AS score,
-               CASE WHEN labelled AND g IN ({multiclass}) THEN label END AS mc_label,
-               CASE WHEN labelled AND g IN ({multiclass}) THEN prediction END AS mc_prediction,
-               CASE WHEN labelled AND g IN ({multiclass}) THEN probas[label]::DOUBLE END AS p_true,
-               CASE WHEN labelled AND g IN ({regression}) THEN label_value END AS label_value,
-               CASE WHEN labelled AND g IN ({regression})
-                    THEN coalesce(prediction_value, TRY_CAST(prediction AS DOUBLE)) END AS predicted_value
+               label_state = 'pending' AS pending, labelled{_task_columns(groups)}
         FROM (SELECT *, {pos} AS pos, label_state <> 'pending' AND label IS NOT NULL AS labelled
               FROM (SELECT label_state, label, label_value, prediction, prediction_value, probas,
                            {_COHORT_SQL[query.by]} AS cohort, CASE {" ".join(whens)} END AS g
                     FROM _hs_labelled_with_won({as_of}) WHERE {where}))""",
         [*pos_params, *case_params, *as_of_params, *params],  # in the order they appear in the text
     )
+
+
+_TASK_VALUES = {
+    "binary": [
+        ("(label = pos)::INTEGER", "y"),
+        ("coalesce(prediction = pos, false)::INTEGER", "yhat"),
+        ("probas[pos]::DOUBLE", "score"),
+    ],
+    "multiclass": [
+        ("label", "mc_label"),
+        ("prediction", "mc_prediction"),
+        ("probas[label]::DOUBLE", "p_true"),
+    ],
+    "regression": [
+        ("label_value", "label_value"),
+        ("coalesce(prediction_value, TRY_CAST(prediction AS DOUBLE))", "predicted_value"),
+    ],
+}
+"""The `_hs_eval` columns each task's metrics read, as (expression over a labelled row, name)."""
+
+
+def _task_columns(groups: list[_Group]) -> str:
+    """The `_hs_eval` columns of the tasks present: set on the labelled rows of that task, NULL elsewhere.
+
+    Only present tasks get columns: at 10M binary rows the five always-NULL multiclass and regression
+    columns cost ~0.8 CPU-s to write."""
+    columns = [
+        f"CASE WHEN labelled AND g IN ({_ids(groups, task)}) THEN {expression} END AS {name}"
+        for task, values in _TASK_VALUES.items()
+        if any(g.task == task for g in groups)
+        for expression, name in values
+    ]
+    return "".join(f",\n               {column}" for column in columns)
 
 
 _KEY = "g, cohort"
@@ -375,31 +397,58 @@ def _binary(cohort_text: str) -> str:
             FROM _hs_eval WHERE {_BINARY} GROUP BY g, _hs_eval.cohort"""
 
 
-def _ranking(cohort_text: str) -> str:
-    # One pass over distinct scores, ascending. roc_auc is the Mann-Whitney statistic with ties counted
-    # half; average precision is scikit-learn's sum over thresholds of (R_k - R_k-1) * P_k, where at
-    # threshold s: TP = P - positives below s and FP = N - negatives below s.
-    return f"""WITH s AS (
-                SELECT {_KEY}, score, sum(y)::DOUBLE AS pos_n, count(*) - sum(y)::DOUBLE AS neg_n
-                FROM _hs_eval WHERE {_BINARY} AND score IS NOT NULL
-                GROUP BY ALL),
-            c AS (
-                SELECT *, coalesce(sum(pos_n) OVER below, 0) AS pos_below,
-                       coalesce(sum(neg_n) OVER below, 0) AS neg_below,
-                       sum(pos_n) OVER whole AS p_total, sum(neg_n) OVER whole AS n_total
-                FROM s
-                WINDOW below AS (PARTITION BY {_KEY} ORDER BY score
-                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
-                       whole AS (PARTITION BY {_KEY}))
-            SELECT g, {cohort_text} AS cohort,
-                   CASE WHEN any_value(p_total) > 0 AND any_value(n_total) > 0 THEN
-                       sum(pos_n * (neg_below + neg_n / 2)) / (any_value(p_total) * any_value(n_total))
-                   END AS roc_auc,
-                   CASE WHEN any_value(p_total) > 0 THEN
-                       sum(pos_n * (p_total - pos_below)
-                           / ((p_total - pos_below) + (n_total - neg_below))) / any_value(p_total)
-                   END AS pr_auc
-            FROM c GROUP BY g, c.cohort"""
+def _ranking(
+    con: duckdb.DuckDBPyConnection, cohort_text: str, groups: list[_Group]
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """roc_auc and pr_auc per binary cohort: one read of (cohort number, score, y) sorted by DuckDB, then
+    numpy over the runs of equal scores (each distinct score is one threshold).
+
+    roc_auc is the Mann-Whitney statistic with ties counted half: the sum over runs of
+    positives * (negatives below + negatives in the run / 2), over P * N (exact: halves of integers).
+    pr_auc is scikit-learn's average precision, the sum over thresholds of (R_k - R_k-1) * P_k, where at
+    a run's score TP = P - positives below and FP = N - negatives below. The same formulas ran as SQL
+    window functions before; over 2.4M labelled rows those cost 1.8 CPU-s, this about half."""
+    filtered = f"SELECT g, cohort, score, y FROM _hs_eval WHERE {_BINARY} AND score IS NOT NULL"
+    numbered = f"""SELECT g, cohort, row_number() OVER (ORDER BY g, cohort) - 1 AS cid
+                   FROM (SELECT DISTINCT g, cohort FROM ({filtered}))"""
+    names = con.execute(f"SELECT g, {cohort_text} AS cohort FROM ({numbered}) ORDER BY cid").fetchall()
+    if not names:
+        return {}
+    data = con.execute(
+        f"SELECT c.cid, e.score, e.y FROM ({filtered}) e JOIN ({numbered}) c USING (g, cohort) "
+        "ORDER BY c.cid, e.score"
+    ).fetchnumpy()
+    cid = np.asarray(data["cid"], dtype=np.int64)
+    score = np.asarray(data["score"], dtype=np.float64)
+    y = np.asarray(data["y"], dtype=np.float64)
+    new_run = np.ones(len(cid), dtype=bool)
+    new_run[1:] = (cid[1:] != cid[:-1]) | (score[1:] != score[:-1])
+    run = np.cumsum(new_run) - 1
+    pos_n = np.bincount(run, weights=y)
+    neg_n = np.bincount(run).astype(np.float64) - pos_n
+    run_cid = cid[new_run]
+    first = np.flatnonzero(np.r_[True, run_cid[1:] != run_cid[:-1]])  # every cohort number has rows
+    pos_before, neg_before = np.cumsum(pos_n) - pos_n, np.cumsum(neg_n) - neg_n
+    pos_below = pos_before - pos_before[first][run_cid]
+    neg_below = neg_before - neg_before[first][run_cid]
+    p_total = np.bincount(run_cid, weights=pos_n, minlength=len(names))
+    n_total = np.bincount(run_cid, weights=neg_n, minlength=len(names))
+    p_run, n_run = p_total[run_cid], n_total[run_cid]
+    roc = np.bincount(run_cid, weights=pos_n * (neg_below + neg_n / 2), minlength=len(names))
+    ap = np.bincount(
+        run_cid,
+        weights=pos_n * (p_run - pos_below) / ((p_run - pos_below) + (n_run - neg_below)),
+        minlength=len(names),
+    )
+    out = {}
+    for i, (g, cohort) in enumerate(names):
+        group = groups[g]
+        p, n = float(p_total[i]), float(n_total[i])
+        out[(group.service_id, group.endpoint_id, group.outcome_type, cohort)] = {
+            "roc_auc": float(roc[i]) / (p * n) if p > 0 and n > 0 else None,
+            "pr_auc": float(ap[i]) / p if p > 0 else None,
+        }
+    return out
 
 
 def _calibration(cohort_text: str) -> str:
@@ -454,14 +503,28 @@ def _regression(cohort_text: str) -> str:
             FROM r GROUP BY g, r.cohort"""
 
 
-_FETCHES: list[tuple[str, Callable[[str], str]]] = [
-    ("binary", _binary),
+_Fetch = Callable[[duckdb.DuckDBPyConnection, str, list[_Group]], dict[tuple[Any, ...], dict[str, Any]]]
+
+
+def _sql(query: Callable[[str], str]) -> _Fetch:
+    """A fetch that runs one metric query (given the cohort's output expression) and keys its rows."""
+
+    def fetch(
+        con: duckdb.DuckDBPyConnection, cohort_text: str, groups: list[_Group]
+    ) -> dict[tuple[Any, ...], dict[str, Any]]:
+        return _keyed(con, query(cohort_text), groups)
+
+    return fetch
+
+
+_FETCHES: list[tuple[str, _Fetch]] = [
+    ("binary", _sql(_binary)),
     ("binary", _ranking),
-    ("binary", _calibration),
-    ("multiclass", _multiclass),
-    ("regression", _regression),
+    ("binary", _sql(_calibration)),
+    ("multiclass", _sql(_multiclass)),
+    ("regression", _sql(_regression)),
 ]
-"""Each task's metric queries (given the cohort's output expression); only tasks present run."""
+"""Each task's metric fetches (SQL queries, and the ranking metrics); only tasks present run."""
 
 
 def metrics_table(

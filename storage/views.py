@@ -73,7 +73,9 @@ def delta_source(con: duckdb.DuckDBPyConnection, name: str, path: Path, schema: 
     files = [] if table is None else [unquote(uri) for uri in table.file_uris()]
     columns = ", ".join(quote_ident(n) for n in schema.names)
     if not files:
-        con.register(f"{name}_empty", schema.empty_table())
+        # from_batches, not schema.empty_table(): that builds arrays through pa.array, which imports
+        # pandas (~0.15 s of every CLI start when a table such as quarantine does not exist yet)
+        con.register(f"{name}_empty", pa.Table.from_batches([], schema=schema))
         con.execute(f"CREATE OR REPLACE TEMP VIEW {quote_ident(name)} AS SELECT {columns} FROM {name}_empty")
         return
     partitions = sorted(n for n in _HIVE_TYPES if n in schema.names and f"/{n}=" in files[0])

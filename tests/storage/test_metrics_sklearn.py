@@ -151,6 +151,45 @@ def test_binary_metrics_match_sklearn(data: list[tuple[bool, float, bool]]) -> N
 @SETTINGS
 @given(
     st.lists(
+        st.tuples(st.sampled_from("ab"), st.integers(0, 2), st.booleans(), SCORES), min_size=1, max_size=80
+    )
+)
+def test_ranking_metrics_per_cohort_match_sklearn(data: list[tuple[str, int, bool, float]]) -> None:
+    # roc_auc and pr_auc are computed for all cohorts of all endpoints in one pass over sorted rows; each
+    # (endpoint, day) cohort must still get scikit-learn's value for its own rows alone (ties included).
+    rows = [
+        {
+            "endpoint_id": endpoint,
+            "day": DAY + dt.timedelta(days=day),
+            "label": "FRAUD" if t else "OK",
+            "prediction": "OK",
+            "probas": [("FRAUD", s), ("OK", 1 - s)],
+        }
+        for endpoint, day, t, s in data
+    ]
+    policies = [Policy("svc", "a", positive="FRAUD"), Policy("svc", "b", positive="FRAUD")]
+    with _connection(rows, policies) as con:
+        got = {(r["endpoint_id"], r["cohort"]): r for r in compute_metrics(con, MetricsQuery(by=Cohort.day))}
+    cohorts = {(endpoint, (DAY + dt.timedelta(days=day)).isoformat()) for endpoint, day, _, _ in data}
+    assert set(got) == cohorts
+    for endpoint, cohort in cohorts:
+        mine = [
+            (t, s)
+            for e, d, t, s in data
+            if (e, (DAY + dt.timedelta(days=d)).isoformat()) == (endpoint, cohort)
+        ]
+        y = np.array([int(t) for t, _ in mine])
+        score = np.array([s for _, s in mine])
+        roc = _sk(skm.roc_auc_score, y, score) if len(set(y)) == 2 else math.nan
+        ap = _sk(skm.average_precision_score, y, score) if y.any() else math.nan
+        row = got[(endpoint, cohort)]
+        assert _close(row["roc_auc"], roc), (endpoint, cohort, row["roc_auc"], roc)
+        assert _close(row["pr_auc"], ap), (endpoint, cohort, row["pr_auc"], ap)
+
+
+@SETTINGS
+@given(
+    st.lists(
         st.tuples(
             st.sampled_from("abc"),
             st.sampled_from("abcd"),
