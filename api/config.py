@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from storage.policies import Policy
 
@@ -17,6 +18,7 @@ class ApiConfig:
     max_batch_items: int = 10_000
     flush_interval: float = 1.0
     group_commit_ms: float = 2.0
+    intake_commit: Literal["loop", "thread"] = "loop"  # who commits single outcomes (docs/design.md)
     audit_calls: bool = False
     logs_dir: Path | None = None
     logging_config: Path | None = None

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Request
 
-from api.audit import audit, outcomes_log
-from api.auth import SECURITY_SCHEME, RequireRead, authorize, client_ip
-from api.body import NDJSON_TYPES, read_outcome_items
+from api.auth import SECURITY_SCHEME, RequireRead
 from api.models import ErrorResponse, OutcomeList, OutcomeResults, PredictionWithOutcomes
-from api.runtime import RuntimeDep, runtime_of
+from api.runtime import RuntimeDep
 from service.errors import InputError
-from storage.crashpoints import crash_point
-from storage.outcome_model import KEY_PATH, OutcomeBatchIn, OutcomeIn, parse_outcomes
+from storage.outcome_model import KEY_PATH, OutcomeBatchIn, OutcomeIn
 from storage.outcome_reads import find_outcomes, key_candidates, prediction_with_outcomes
 
 router = APIRouter(tags=["outcomes"])
-
-_INLINE_BELOW = 64  # validate small bodies on the event loop; larger ones in a worker thread
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -50,7 +43,10 @@ def _request_body_schema(max_items: int) -> dict[str, Any]:
 
 
 def post_route(max_items: int) -> APIRouter:
-    """The POST route, whose documented body depends on the batch limit."""
+    """The documented POST operation, for the OpenAPI schema only (the body depends on the batch limit).
+
+    It is not mounted: `api.post_outcomes.PostOutcomes` serves POST /v1/outcomes (see there why).
+    """
     post = APIRouter(tags=["outcomes"])
 
     @post.post(
@@ -60,33 +56,9 @@ def post_route(max_items: int) -> APIRouter:
         openapi_extra={"requestBody": _request_body_schema(max_items), "security": [{SECURITY_SCHEME: []}]},
         summary="Record outcomes",
     )
-    async def post_outcomes(request: Request) -> Response:
+    async def post_outcomes() -> None:
         """Store outcomes durably (fsynced before the answer); the same outcome_id twice is a duplicate."""
-        # No FastAPI dependencies on this hot route: resolving them cost more than the rest of a
-        # single-outcome request. The key is checked inline by the same function the dependencies use.
-        runtime = runtime_of(request)
-        key = authorize(request, runtime.keys, request.headers.get("authorization"), "outcomes:write")
-        items = await read_outcome_items(request, runtime.config.max_body_bytes)
-        limit = runtime.config.max_batch_items
-        if len(items) < _INLINE_BELOW:
-            outcomes = parse_outcomes(items, max_items=limit)
-        else:
-            outcomes = await run_in_threadpool(parse_outcomes, items, max_items=limit)
-        statuses = await runtime.store(outcomes, key.id)
-        crash_point("outcomes.before_response")
-        results = [{"outcome_id": o.outcome_id, "status": s} for o, s in zip(outcomes, statuses, strict=True)]
-        created = [o.outcome_id for o, s in zip(outcomes, statuses, strict=True) if s == "created"]
-        audit(
-            outcomes_log,
-            "outcomes_written",
-            key_id=key.id,
-            client_ip=client_ip(request),
-            created=len(created),
-            duplicate=len(outcomes) - len(created),
-            ndjson=request.headers.get("content-type", "").startswith(NDJSON_TYPES),
-            outcome_ids=created,
-        )
-        return Response(orjson.dumps({"results": results}), media_type="application/json")
+        raise NotImplementedError("served by api.post_outcomes.PostOutcomes")  # never mounted
 
     return post
 

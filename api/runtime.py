@@ -37,10 +37,12 @@ class Runtime:
         layout = Layout(config.root)
         configure_audit(config.audit_dir, config_file=config.logging_config)
         keys = KeyStore(layout.keys_db)
+        loop = asyncio.get_running_loop()
         intake = IntakeLog(
             layout.intake_db,
             group_commit_ms=config.group_commit_ms,
-            deliver=_on_loop(asyncio.get_running_loop()),
+            deliver=_on_loop(loop),
+            call_soon=loop.call_soon if config.intake_commit == "loop" else None,
         )
         flusher = Flusher(intake, config.root, interval=config.flush_interval)
         flusher.start()

@@ -6,7 +6,7 @@ p99 latency. Then 10,000-outcome batches are posted by two concurrent clients: o
 single POSTs >= 0.75x the bare rate, batches >= 100,000 outcomes/s. Figures go into docs/benchmarks.md
 between `<!-- BEGIN outcomes_api -->` and `<!-- END outcomes_api -->`.
 
-    .venv/bin/python bench/outcomes_api.py [--seconds 10] [--connections 16] [--batches 30]
+    .venv/bin/python bench/outcomes_api.py [--seconds 10] [--connections 16] [--batches 30] [--no-write]
 """
 
 from __future__ import annotations
@@ -182,6 +182,9 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3, help="Interleaved load rounds per endpoint.")
     parser.add_argument("--wide-connections", type=int, default=64, help="Connections of the extra round.")
+    parser.add_argument(
+        "--no-write", action="store_true", help="Print the figures without updating docs/benchmarks.md."
+    )
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("HINDSIGHT_CRASH_AT", None)
@@ -247,7 +250,8 @@ audit line; the bare endpoint only validates the same pydantic model (`OutcomeIn
 Batches of {args.batch_size:,} outcomes ({args.batches} batches, 2 concurrent clients, server-generated
 outcome_ids): **{rate:,.0f} outcomes/s** (target >= 100,000: {"met" if batch_ok else "MISSED"}).
 """
-    write_section(text)
+    if not args.no_write:
+        write_section(text)
     print(text)
     return 0 if single_ok and batch_ok else 1
 

@@ -23,6 +23,7 @@ def api_config(settings: Settings) -> ApiConfig:
         max_batch_items=api.max_batch_items,
         flush_interval=api.flush_interval,
         group_commit_ms=api.group_commit_ms,
+        intake_commit=api.intake_commit,
         audit_calls=api.audit_calls,
         logs_dir=api.logs_dir,
         logging_config=api.logging_config,

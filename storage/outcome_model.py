@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Annotated, Any, NamedTuple
 
+import numpy as np
 import orjson
 from pydantic import (
     BaseModel,
@@ -198,6 +199,8 @@ def new_ids(count: int) -> list[str]:
     commit grew from 50 to 170 ms as the index of random uuid4 keys grew).
     """
     millis = (time.time_ns() // 1_000_000).to_bytes(6, "big")
+    if count >= _VECTOR_IDS_FROM:
+        return _new_ids_vector(count, millis)
     raw = bytearray(_random_bytes(16 * count))
     for start in range(0, 16 * count, 16):
         raw[start : start + 6] = millis
@@ -208,6 +211,29 @@ def new_ids(count: int) -> list[str]:
         f"{h[o : o + 8]}-{h[o + 8 : o + 12]}-{h[o + 12 : o + 16]}-{h[o + 16 : o + 20]}-{h[o + 20 : o + 32]}"
         for o in range(0, 32 * count, 32)
     ]
+
+
+_VECTOR_IDS_FROM = 64  # below this, numpy's per-call overhead costs more than the Python loop
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_UUID_SPANS = ((0, 0, 8), (9, 8, 12), (14, 12, 16), (19, 16, 20), (24, 20, 32))
+"""(text start, hex start, hex end) of the five dash-separated groups of a UUID's text."""
+
+
+def _new_ids_vector(count: int, millis: bytes) -> list[str]:
+    """`new_ids` for a batch: the bits and the hex text of all ids built by numpy in a few array
+    operations (0.3 us an id instead of 0.8 us in a Python loop over each id)."""
+    raw = np.frombuffer(_random_bytes(16 * count), dtype=np.uint8).reshape(count, 16).copy()
+    raw[:, :6] = np.frombuffer(millis, dtype=np.uint8)
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x70  # version 7
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # variant 10
+    hexed = np.empty((count, 32), dtype=np.uint8)
+    hexed[:, 0::2] = _HEX_DIGITS[raw >> 4]
+    hexed[:, 1::2] = _HEX_DIGITS[raw & 0x0F]
+    text = np.full((count, 36), ord("-"), dtype=np.uint8)
+    for at, start, end in _UUID_SPANS:
+        text[:, at : at + end - start] = hexed[:, start:end]
+    joined = text.tobytes().decode("ascii")
+    return [joined[o : o + 36] for o in range(0, 36 * count, 36)]
 
 
 def normalise(item: OutcomeIn, new_id: str | None = None) -> Outcome:
@@ -242,30 +268,38 @@ def _normalised(
     new_id: str | None,
 ) -> Outcome:
     """The one normalisation of both validators (the pydantic model and the fast path)."""
-    value, value_number, value_json = (
-        _str_forms(raw_value) if type(raw_value) is str else _value_forms(raw_value)
-    )
+    forms = _STR_FORMS.get(raw_value) if type(raw_value) is str else None
+    if forms is None:
+        forms = _str_forms(raw_value) if type(raw_value) is str else _value_forms(raw_value)
+    value, value_number, value_json = forms
     key = None if key_pairs is None else orjson.dumps(key_pairs, option=_SORTED).decode()
     occurred = None if occurred_at is None else _epoch_us(occurred_at)
     attributes = None if raw_attributes is None else orjson.dumps(raw_attributes, option=_SORTED).decode()
     body = (record_id, key, service_id, endpoint_id, outcome_type, value_json, occurred, attributes)
-    fingerprint = _digest(orjson.dumps(body)).hexdigest()
+    fingerprint = blake2b(orjson.dumps(body), digest_size=16).hexdigest()
     generated = outcome_id is None
-    return Outcome(
-        (new_id or new_ids(1)[0]) if outcome_id is None else outcome_id,
-        record_id,
-        key,
-        service_id,
-        endpoint_id,
-        outcome_type,
-        value,
-        value_number,
-        value_json,
-        occurred,
-        attributes,
-        fingerprint,
-        generated,
+    # tuple.__new__ directly: the NamedTuple's generated __new__ is one more Python frame per outcome
+    return _new_tuple(
+        Outcome,
+        (
+            (new_id or new_ids(1)[0]) if generated else outcome_id,
+            record_id,
+            key,
+            service_id,
+            endpoint_id,
+            outcome_type,
+            value,
+            value_number,
+            value_json,
+            occurred,
+            attributes,
+            fingerprint,
+            generated,
+        ),
     )
+
+
+_new_tuple = tuple.__new__
 
 
 _STR_FORMS: dict[str, tuple[str, float | None, str]] = {}
@@ -287,8 +321,7 @@ def _str_forms(value: str) -> tuple[str, float | None, str]:
 _SORTED = orjson.OPT_SORT_KEYS
 
 
-def _digest(data: bytes) -> hashlib.blake2b:
-    return hashlib.blake2b(data, digest_size=16)
+blake2b = hashlib.blake2b
 
 
 _UNION_TAGS = {"str", "bool", "int", "float", "constrained-float"}
@@ -415,8 +448,10 @@ def _is_scalar(value: object) -> bool:
     return kind is float and math.isfinite(value)  # type: ignore[arg-type]
 
 
-def _is_id(value: object) -> bool:
-    return value is None or (type(value) is str and 0 < len(value) <= _ID_MAX)
+_RFC3339_SEEN: set[str] = set()
+"""occurred_at texts that matched the pattern (batches repeat timestamps; the match was a top cost)."""
+_RFC3339_SEEN_MAX = 4096
+_ABSENT = object()  # `value` missing (None is not a valid value either, but must not look present)
 
 
 def _fast_item(item: Any, new_id: str | None) -> Outcome | None:
@@ -428,15 +463,16 @@ def _fast_item(item: Any, new_id: str | None) -> Outcome | None:
     service_id = get("service_id")
     endpoint_id = get("endpoint_id")
     outcome_type = get("outcome_type", "label")
+    value = get("value", _ABSENT)
+    # _is_id written out: this runs for every outcome of a batch, and a call per field showed up
     if not (
-        _is_id(outcome_id)
-        and _is_id(record_id)
-        and _is_id(service_id)
-        and _is_id(endpoint_id)
+        (outcome_id is None or (type(outcome_id) is str and 0 < len(outcome_id) <= _ID_MAX))
+        and (record_id is None or (type(record_id) is str and 0 < len(record_id) <= _ID_MAX))
+        and (service_id is None or (type(service_id) is str and 0 < len(service_id) <= _ID_MAX))
+        and (endpoint_id is None or (type(endpoint_id) is str and 0 < len(endpoint_id) <= _ID_MAX))
         and type(outcome_type) is str
         and 0 < len(outcome_type) <= _ID_MAX
-        and "value" in item
-        and _is_scalar(item["value"])
+        and (type(value) is str or _is_scalar(value))
     ):
         return None
     key = get("key")
@@ -449,8 +485,12 @@ def _fast_item(item: Any, new_id: str | None) -> Outcome | None:
     if (record_id is None) == (key is None):
         return None
     occurred_at = get("occurred_at")
-    if occurred_at is not None and (type(occurred_at) is not str or not _RFC3339_ASCII.match(occurred_at)):
-        return None
+    if occurred_at is not None and (type(occurred_at) is not str or occurred_at not in _RFC3339_SEEN):
+        if type(occurred_at) is not str or not _RFC3339_ASCII.match(occurred_at):
+            return None
+        if len(_RFC3339_SEEN) >= _RFC3339_SEEN_MAX:
+            _RFC3339_SEEN.clear()
+        _RFC3339_SEEN.add(occurred_at)
     attributes = get("attributes")
     if attributes is not None and (
         type(attributes) is not dict or not all(type(name) is str for name in attributes)
@@ -464,7 +504,7 @@ def _fast_item(item: Any, new_id: str | None) -> Outcome | None:
             service_id,
             endpoint_id,
             outcome_type,
-            item["value"],
+            value,
             occurred_at,
             attributes,
             new_id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 
 from tests.api.conftest import Keys, Server, bearer, outcome_rows, post, wait_for_rows
@@ -112,6 +114,30 @@ def test_idempotency_survives_flush_and_restart(server: Server, keys: Keys) -> N
     )
     rows = wait_for_rows(server.root, 2)
     assert rows == [("new",), ("same",)]
+
+
+def test_thread_commit_mode_answers_like_the_loop_mode(tmp_path: Path, keys: Keys) -> None:
+    srv = Server(
+        tmp_path / "root",
+        env={"HINDSIGHT_API__FLUSH_INTERVAL": "0.2", "HINDSIGHT_API__INTAKE_COMMIT": "thread"},
+    )
+    srv.start()
+    try:
+        single = {"outcome_id": "t1", "record_id": "r1", "value": "fraud"}
+        assert post(srv, keys.write, single).json() == {
+            "results": [{"outcome_id": "t1", "status": "created"}]
+        }
+        repeat = post(
+            srv, keys.write, {"outcomes": [single, {"outcome_id": "t2", "record_id": "r2", "value": 1}]}
+        )
+        assert repeat.json()["results"] == [
+            {"outcome_id": "t1", "status": "duplicate"},
+            {"outcome_id": "t2", "status": "created"},
+        ]
+        assert post(srv, keys.write, {**single, "value": "ok"}).status_code == 409
+        assert wait_for_rows(srv.root, 2) == [("t1",), ("t2",)]
+    finally:
+        srv.stop()
 
 
 def test_omitted_occurred_at_is_not_part_of_the_body(server: Server, keys: Keys) -> None:

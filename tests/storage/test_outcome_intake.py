@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
 
 from service.errors import IdempotencyConflict, NotReady
-from storage.outcome_intake import IntakeLog, open_intake
+from storage.outcome_intake import INLINE_MAX_OUTCOMES, Callback, Deliver, IntakeLog, Result, open_intake
 from storage.outcome_model import parse_outcomes
 
 
@@ -73,8 +75,6 @@ def test_fail_stop_refuses_every_later_write(tmp_path: Path) -> None:
 
 
 def test_an_intake_log_of_another_layout_is_refused_clearly(tmp_path: Path) -> None:
-    import sqlite3
-
     from service.errors import StorageError
 
     path = tmp_path / "intake.sqlite"
@@ -84,3 +84,125 @@ def test_an_intake_log_of_another_layout_is_refused_clearly(tmp_path: Path) -> N
     con.close()
     with pytest.raises(StorageError, match="has schema version 7, this hindsight needs 1"):
         IntakeLog(path)
+
+
+# -- loop mode: small submissions committed on the event loop, one transaction per iteration ------
+
+
+def _loop_mode(path: Path, loop: asyncio.AbstractEventLoop) -> IntakeLog:
+    return IntakeLog(path, call_soon=loop.call_soon, deliver=_on(loop))
+
+
+def _on(loop: asyncio.AbstractEventLoop) -> Deliver:
+    def deliver(calls: list[tuple[Callback, Result]]) -> None:
+        loop.call_soon_threadsafe(lambda: [callback(result) for callback, result in calls])
+
+    return deliver
+
+
+async def _store(intake: IntakeLog, batch: list, key_id: str = "k") -> list[str]:  # type: ignore[type-arg]
+    future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+
+    def done(result: Result) -> None:
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+    intake.submit_callback(batch, key_id, done)
+    return await future
+
+
+def test_loop_mode_commits_one_iterations_submissions_together_on_the_loop(tmp_path: Path) -> None:
+    async def main() -> None:
+        intake = _loop_mode(tmp_path / "intake.sqlite", asyncio.get_running_loop())
+        try:
+            first = await asyncio.gather(*(_store(intake, outcomes(f"id{n}")) for n in range(8)))
+            assert first == [["created"]] * 8
+            assert intake.commits == 1  # all eight were submitted in one iteration: one transaction
+            early = asyncio.ensure_future(_store(intake, outcomes("early")))
+            await asyncio.sleep(0)  # a loop iteration later, before the group's commit
+            late = asyncio.ensure_future(_store(intake, outcomes("late")))
+            assert await asyncio.gather(early, late) == [["created"], ["created"]]
+            assert intake.commits == 2  # the later one joined the group of the earlier one
+            again = await asyncio.gather(
+                _store(intake, outcomes("id1", "new")), _store(intake, outcomes("id2"))
+            )
+            assert again == [["duplicate", "created"], ["duplicate"]]
+            with pytest.raises(IdempotencyConflict):
+                await _store(intake, outcomes("id3", value=2))
+            assert intake.commits == 4
+        finally:
+            intake.close()
+
+    asyncio.run(main())
+    with open_intake(tmp_path / "intake.sqlite") as reopened:  # durable: committed, not just queued
+        assert sorted(r[1] for r in reopened.pending(0, 100)) == sorted(
+            [*(f"id{n}" for n in range(8)), "early", "late", "new"]
+        )
+
+
+def test_loop_mode_hands_a_group_to_the_writer_thread_while_another_writer_holds_the_lock(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "intake.sqlite"
+
+    async def main() -> None:
+        intake = _loop_mode(path, asyncio.get_running_loop())
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # as `outcomes import` in another process would
+            stored = asyncio.ensure_future(_store(intake, outcomes("a")))
+            await asyncio.sleep(0.3)
+            assert not stored.done()  # not failed with "database is locked": the thread waits
+            assert intake.failure is None
+            other.execute("COMMIT")
+            assert await stored == ["created"]
+            assert intake.failure is None
+        finally:
+            other.close()
+            intake.close()
+
+    asyncio.run(main())
+
+
+def test_loop_mode_never_waits_on_the_loop_for_an_in_process_writer(tmp_path: Path) -> None:
+    async def main() -> None:
+        intake = _loop_mode(tmp_path / "intake.sqlite", asyncio.get_running_loop())
+        try:
+            with intake._write_lock:  # as while the writer thread commits a batch or the flusher trims
+                stored = asyncio.ensure_future(_store(intake, outcomes("a")))
+                await asyncio.sleep(0.2)  # the loop keeps running: the group went to the writer thread
+                assert not stored.done()
+            assert await stored == ["created"]
+        finally:
+            intake.close()
+
+    asyncio.run(main())
+
+
+def test_loop_mode_sends_batches_to_the_writer_thread_and_keeps_fail_stop(tmp_path: Path) -> None:
+    batch = outcomes(*(f"b{n}" for n in range(INLINE_MAX_OUTCOMES + 1)))
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        intake = IntakeLog(tmp_path / "intake.sqlite", call_soon=loop.call_soon, deliver=_on(loop))
+        try:
+            committed_on: list[str] = []
+            original = intake._commit_group
+
+            def spy(group: list, con: sqlite3.Connection) -> list:  # type: ignore[type-arg]
+                committed_on.append(threading.current_thread().name)
+                return original(group, con)
+
+            intake._commit_group = spy  # type: ignore[method-assign]
+            assert await _store(intake, batch) == ["created"] * len(batch)
+            assert await _store(intake, outcomes("single")) == ["created"]
+            assert committed_on == ["hindsight-intake-writer", threading.current_thread().name]
+            intake.fail("disk gone")
+            with pytest.raises(NotReady, match="disk gone"):
+                await _store(intake, outcomes("late"))
+        finally:
+            intake.close()
+
+    asyncio.run(main())

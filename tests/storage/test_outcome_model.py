@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+
 import pytest
 
 from service.errors import InvalidOutcome
-from storage.outcome_model import canonical_key, parse_outcomes
+from storage.outcome_model import canonical_key, new_ids, parse_outcomes
 
 
 def one(**fields: object) -> dict[str, object]:
@@ -55,6 +58,26 @@ def test_fingerprint_is_the_body_without_defaults() -> None:
 def test_generated_ids_are_unique() -> None:
     got = parse_outcomes([one(), one()])
     assert got[0].outcome_id != got[1].outcome_id
+
+
+@pytest.mark.parametrize("count", [1, 63, 64, 5_000])  # below and above the vectorised path's threshold
+def test_generated_ids_are_uuid7_of_the_current_millisecond(count: int) -> None:
+    before = time.time_ns() // 1_000_000
+    ids = new_ids(count)
+    after = time.time_ns() // 1_000_000
+    parsed = [uuid.UUID(text) for text in ids]
+    assert len(set(ids)) == count
+    assert all(str(u) == text for u, text in zip(parsed, ids, strict=True))  # canonical lower-case text
+    assert {(u.version, u.variant) for u in parsed} == {(7, uuid.RFC_4122)}
+    assert all(before <= u.int >> 80 <= after for u in parsed)  # unix_ts_ms, RFC 9562 section 5.7
+
+
+def test_a_repeated_occurred_at_is_checked_every_time() -> None:
+    good = parse_outcomes([one(occurred_at="2026-03-01T00:00:00Z")] * 3)
+    assert [o.occurred_at_us for o in good] == [good[0].occurred_at_us] * 3
+    with pytest.raises(InvalidOutcome) as caught:
+        parse_outcomes([one(occurred_at="2026-03-01T00:00:00Z"), one(occurred_at=["2026-03-01T00:00:00Z"])])
+    assert [(p["index"], p["field"]) for p in caught.value.details] == [(1, "occurred_at")]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,80 @@
+"""POST /v1/outcomes served by a plain ASGI endpoint: the hot path, without FastAPI's per-request machinery.
+
+The operation is still declared (request body, responses, security) by `routes_outcomes.post_route`
+for the OpenAPI schema; this endpoint is what serves it. Measured in-process: FastAPI's route
+handler (dependency solving, Request wrapping, response rendering) cost more per single-outcome
+request than authentication, parsing, validation and the intake commit together.
+"""
+
+from __future__ import annotations
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from api.audit import audit, outcomes_log
+from api.auth import authorize, client_ip
+from api.body import NDJSON_TYPES, read_outcome_items
+from api.runtime import runtime_of
+from storage.crashpoints import crash_point
+from storage.outcome_model import Outcome, parse_outcomes
+
+PATH = "/v1/outcomes"
+INLINE_BELOW = 64  # validate small bodies on the event loop; larger ones in a worker thread
+
+
+class PostOutcomes:
+    """ASGI app: store outcomes durably (fsynced before the answer), idempotent by outcome_id.
+
+    Errors are raised as `HindsightError`s and rendered by the app's exception handlers (the one
+    error shape), as for every other route.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        runtime = runtime_of(request)
+        key = authorize(request, runtime.keys, request.headers.get("authorization"), "outcomes:write")
+        items = await read_outcome_items(request, runtime.config.max_body_bytes)
+        limit = runtime.config.max_batch_items
+        if len(items) < INLINE_BELOW:
+            outcomes = parse_outcomes(items, max_items=limit)
+        else:
+            outcomes = await run_in_threadpool(parse_outcomes, items, max_items=limit)
+        statuses = await runtime.store(outcomes, key.id)
+        crash_point("outcomes.before_response")
+        body, created = _results(outcomes, statuses)
+        audit(
+            outcomes_log,
+            "outcomes_written",
+            key_id=key.id,
+            client_ip=client_ip(request),
+            created=len(created),
+            duplicate=len(outcomes) - len(created),
+            ndjson=request.headers.get("content-type", "").startswith(NDJSON_TYPES),
+            outcome_ids=created,
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-length", str(len(body)).encode()),
+                    (b"content-type", b"application/json"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _results(outcomes: list[Outcome], statuses: list[str]) -> tuple[bytes, list[str]]:
+    """The response body `{"results": [{"outcome_id", "status"}, ...]}` and the created ids."""
+    results = [{"outcome_id": o.outcome_id, "status": s} for o, s in zip(outcomes, statuses, strict=True)]
+    created = [o.outcome_id for o, s in zip(outcomes, statuses, strict=True) if s == "created"]
+    return orjson.dumps({"results": results}), created
+
+
+def post_outcomes_route() -> Route:
+    """The serving route; mounted before the documented FastAPI operation of the same path and method."""
+    return Route(PATH, PostOutcomes(), methods=["POST"], include_in_schema=False)
