@@ -28,7 +28,7 @@ from service.errors import CommitConflict, HindsightError, StorageError
 from storage.commit import SourceBatch, commit_sources, committed_position, open_table
 from storage.crashpoints import crash_point
 from storage.layout import Layout
-from storage.outcome_intake import PENDING_COLUMNS, IntakeLog
+from storage.outcome_intake import PENDING_COLUMNS, ROW_KEYS, IntakeLog
 from storage.schemas import OUTCOMES, UTC_TS
 
 log = logging.getLogger("hindsight.flusher")
@@ -73,24 +73,15 @@ def pending_to_arrow(rows: list[tuple[Any, ...]]) -> pa.Table:
     return pa.table(arrays, schema=OUTCOMES)
 
 
+_PENDING_TYPES = {"value_number": pa.float64(), "occurred_at_us": pa.int64(), "received_at_us": pa.int64()}
 _PENDING_SCHEMA = pa.schema(
-    [
-        ("seq", pa.int64()),
-        ("outcome_id", pa.string()),
-        ("record_id", pa.string()),
-        ("key", pa.string()),
-        ("service_id", pa.string()),
-        ("endpoint_id", pa.string()),
-        ("outcome_type", pa.string()),
-        ("value", pa.string()),
-        ("value_number", pa.float64()),
-        ("value_json", pa.string()),
-        ("occurred_at_us", pa.int64()),
-        ("received_at_us", pa.int64()),
-        ("attributes", pa.string()),
-        ("key_id", pa.string()),
+    [("seq", pa.int64())]
+    + [
+        (key, _PENDING_TYPES.get(name, pa.string()))
+        for key, name in zip(ROW_KEYS, PENDING_COLUMNS[1:], strict=True)
     ]
 )
+"""The NDJSON lines of `IntakeLog.pending_ndjson`: `seq` and the stored row's keys (ROW_KEYS)."""
 
 
 def ndjson_to_arrow(text: bytes) -> pa.Table:
@@ -111,7 +102,9 @@ def ndjson_to_arrow(text: bytes) -> pa.Table:
         )
     except (pa.ArrowInvalid, ValueError) as exc:
         raise StorageError(f"cannot read pending outcomes from the intake log: {exc}") from exc
-    raw = raw.select(list(PENDING_COLUMNS)).sort_by("seq")
+    raw = raw.select(_PENDING_SCHEMA.names).rename_columns(list(PENDING_COLUMNS))
+    if not _ascending(raw["seq"]):  # the query orders by seq; sorting (a `take` of every column) is rare
+        raw = raw.sort_by("seq")
     received = raw["received_at_us"]
     days = pc.divide(received, _US_PER_DAY).cast(pa.int32())
     arrays = [raw[name] for name in PENDING_COLUMNS[1:10]]
@@ -124,6 +117,14 @@ def ndjson_to_arrow(text: bytes) -> pa.Table:
         days.cast(pa.date32()),
     ]
     return pa.Table.from_arrays(arrays, schema=OUTCOMES)
+
+
+def _ascending(seqs: pa.ChunkedArray) -> bool:
+    """Whether the seqs are strictly ascending (one vectorised comparison of neighbours)."""
+    if len(seqs) < 2:
+        return True
+    later = pc.greater(seqs.slice(1), seqs.slice(0, len(seqs) - 1))
+    return bool(pc.all(later).as_py())
 
 
 def flush_once(intake: IntakeLog, root: Path, *, batch_rows: int = DEFAULT_BATCH_ROWS) -> FlushReport:

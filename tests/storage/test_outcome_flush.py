@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 import storage
+from service.errors import IdempotencyConflict
 from storage.layout import Layout
 from storage.outcome_flush import flush_once, ndjson_to_arrow, pending_to_arrow
 from storage.outcome_intake import open_intake
@@ -161,3 +164,111 @@ def test_arrow_from_sqlite_json_keeps_every_value_exactly(tmp_path: Path) -> Non
     assert window.column("intake_seq").to_pylist() == list(range(5, 12))
     assert window.equals(from_python.slice(4, 7))
     assert empty.num_rows == 0 and empty.schema.equals(from_python.schema)
+
+
+_LAYOUT_1 = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE ids (outcome_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE pending (seq INTEGER PRIMARY KEY AUTOINCREMENT, record_id TEXT, key TEXT, row TEXT NOT NULL);
+INSERT INTO meta VALUES ('intake_id', 'a1b2');
+PRAGMA user_version = 1;
+"""
+
+
+def _layout_1_log(path: Path, rows: list[tuple[object, ...]]) -> None:
+    """An intake log as version 1 wrote it: each pending row a JSON array in PENDING_COLUMNS[1:] order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path)
+    con.executescript(_LAYOUT_1)
+    for row in rows:
+        con.execute("INSERT INTO ids VALUES (?, ?)", (row[0], "f" * 32))
+        con.execute(
+            "INSERT INTO pending (record_id, key, row) VALUES (?, ?, ?)",
+            (row[1], row[2], orjson.dumps(row).decode()),
+        )
+    # seqs up to 10 were taken (rows flushed and trimmed meanwhile): none may be reused
+    con.execute("UPDATE sqlite_sequence SET seq = 10 WHERE name = 'pending'")
+    con.commit()
+    con.close()
+
+
+def test_a_version_1_intake_log_is_migrated_and_flushes_every_value(tmp_path: Path) -> None:
+    rows: list[tuple[object, ...]] = [
+        (
+            "o1",
+            "r1\u2028",
+            None,
+            "svc",
+            None,
+            "label",
+            'x\u00e9"\\\n',
+            None,
+            '"x\\u00e9\\"\\\\\\n"',
+            1_700_000_000_123_456,
+            1_700_000_001_000_000,
+            '{"n":[1,2.5,null]}',
+            "k1",
+        ),
+        (
+            "o2",
+            None,
+            '{"context.a":5e-324}',
+            None,
+            "ep",
+            "amount",
+            "1e308",
+            1e308,
+            "1e308",
+            -(2**62),
+            1_700_000_002_000_000,
+            None,
+            None,
+        ),
+        ("o3", "r3", None, None, None, "label", "-0.0", -0.0, "-0.0", 0, 1_700_000_003_000_000, None, "k2"),
+    ]
+    root = tmp_path
+    _layout_1_log(Layout(root).intake_db, rows)
+    with open_intake(Layout(root).intake_db) as intake:
+        assert intake.intake_id == "a1b2"
+        pending = intake.pending(0, 100)
+        assert pending == [(seq, *row) for seq, row in enumerate(rows, start=1)]
+        assert ndjson_to_arrow(intake.pending_ndjson(0, 100)).equals(pending_to_arrow(pending))
+        assert intake.pending_matching(record_id="r3", keys=[]) == [pending[2]]
+        assert flush_once(intake, root).rows_written == 3
+        assert intake.append(parse_outcomes([{"outcome_id": "o4", "record_id": "r4", "value": 1}]), None) == [
+            "created"
+        ]
+        assert intake.pending(0, 100)[0][0] == 11  # seqs go on after the highest ever taken
+        with pytest.raises(IdempotencyConflict):  # the ids of the old log still hold
+            intake.append(parse_outcomes([{"outcome_id": "o1", "record_id": "r1", "value": 1}]), None)
+    with open_intake(tmp_path / "new.sqlite"):
+        pass
+    columns = "SELECT name, type, hidden FROM pragma_table_xinfo('pending') ORDER BY name"
+    migrated, new = sqlite3.connect(Layout(root).intake_db), sqlite3.connect(tmp_path / "new.sqlite")
+    assert migrated.execute(columns).fetchall() == new.execute(columns).fetchall()
+    assert migrated.execute("PRAGMA user_version").fetchone() == (2,)
+    migrated.close()
+    new.close()
+    assert _ids(root) == ["o1", "o2", "o3"]
+    con_d = storage.connect(root)
+    got = con_d.execute(
+        "SELECT record_id, key, value, value_number, value_json, attributes, key_id, intake_seq "
+        "FROM outcomes ORDER BY intake_seq"
+    ).fetchall()
+    con_d.close()
+    assert got == [
+        ("r1\u2028", None, 'x\u00e9"\\\n', None, '"x\\u00e9\\"\\\\\\n"', '{"n":[1,2.5,null]}', "k1", 1),
+        (None, '{"context.a":5e-324}', "1e308", 1e308, "1e308", None, None, 2),
+        ("r3", None, "-0.0", -0.0, "-0.0", None, "k2", 3),
+    ]
+
+
+def test_pending_lines_out_of_seq_order_come_back_sorted(tmp_path: Path) -> None:
+    items = [{"outcome_id": f"o{i}", "record_id": f"r{i}", "value": i} for i in range(5)]
+    with open_intake(tmp_path / "intake.sqlite", group_commit_ms=0) as intake:
+        intake.append(parse_outcomes(items), key_id="k1")
+        text = intake.pending_ndjson(0, 100)
+    in_order = ndjson_to_arrow(text)
+    shuffled = ndjson_to_arrow(b"\n".join(reversed(text.split(b"\n"))))
+    assert in_order.column("intake_seq").to_pylist() == [1, 2, 3, 4, 5]
+    assert shuffled.equals(in_order)

@@ -82,7 +82,7 @@ def test_an_intake_log_of_another_layout_is_refused_clearly(tmp_path: Path) -> N
     con = sqlite3.connect(path)
     con.execute("PRAGMA user_version = 7")
     con.close()
-    with pytest.raises(StorageError, match="has schema version 7, this hindsight needs 1"):
+    with pytest.raises(StorageError, match="has schema version 7, this hindsight needs 2"):
         IntakeLog(path)
 
 
