@@ -48,8 +48,6 @@ class Runtime:
     def open(cls, config: ApiConfig) -> Runtime:
         """Configure audit logs, open the stores and start the flusher (it flushes at once)."""
         layout = Layout(config.root)
-        gc_before = gc.get_threshold()
-        gc.set_threshold(*GC_THRESHOLDS)
         configure_audit(config.audit_dir, config_file=config.logging_config)
         keys = KeyStore(layout.keys_db)
         loop = asyncio.get_running_loop()
@@ -62,6 +60,8 @@ class Runtime:
         flusher = Flusher(intake, config.root, interval=config.flush_interval)
         flusher.start()
         log.info("outcome intake %s open (source %s)", layout.intake_db, intake.app_id)
+        gc_before = gc.get_threshold()  # set last: an open that fails leaves the process's GC alone
+        gc.set_threshold(*GC_THRESHOLDS)
         return cls(config, intake, flusher, keys, gc_before)
 
     def store(self, outcomes: Sequence[Outcome], key_id: str | None) -> asyncio.Future[list[str]]:

@@ -107,8 +107,9 @@ class ApiSettings(_Section):
     intake_commit: Literal["loop", "thread"] = Field(
         "loop",
         description="Who commits single outcomes and small requests to the intake log: loop (the event "
-        "loop, once per iteration; best on local disks) or thread (the writer thread, which lingers "
-        "group_commit_ms; for slow fsync such as network storage). Batches always use the thread.",
+        "loop, one commit per group of requests arriving within a few loop iterations; best on local "
+        "disks) or thread (the writer thread, which lingers group_commit_ms; for slow fsync such as "
+        "network storage). Batches always use the thread.",
     )
     audit_calls: bool = Field(False, description="Log every call to hindsight.audit.calls.")
     logs_dir: Path | None = Field(None, description="Folder for audit logs; default <root>/logs.")

@@ -415,14 +415,18 @@ def _ranking(
     if not names:
         return {}
     data = con.execute(
-        f"SELECT c.cid, e.score, e.y FROM ({filtered}) e JOIN ({numbered}) c USING (g, cohort) "
+        f"SELECT c.cid, e.score, e.y FROM ({filtered}) e JOIN ({numbered}) c "
+        "ON e.g = c.g AND e.cohort IS NOT DISTINCT FROM c.cohort "  # every cid keeps its rows
         "ORDER BY c.cid, e.score"
     ).fetchnumpy()
     cid = np.asarray(data["cid"], dtype=np.int64)
     score = np.asarray(data["score"], dtype=np.float64)
     y = np.asarray(data["y"], dtype=np.float64)
     new_run = np.ones(len(cid), dtype=bool)
-    new_run[1:] = (cid[1:] != cid[:-1]) | (score[1:] != score[:-1])
+    # NaN scores (a logged "NaN" proba) are one tie, as GROUP BY and DuckDB's sort (NaN last) treat them;
+    # NaN != NaN would make each its own run and the result depend on the order of tied rows
+    same_score = (score[1:] == score[:-1]) | (np.isnan(score[1:]) & np.isnan(score[:-1]))
+    new_run[1:] = (cid[1:] != cid[:-1]) | ~same_score
     run = np.cumsum(new_run) - 1
     pos_n = np.bincount(run, weights=y)
     neg_n = np.bincount(run).astype(np.float64) - pos_n

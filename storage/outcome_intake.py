@@ -157,8 +157,12 @@ event loop per request (as `asyncio.wrap_future` does) costs a syscall and a GIL
 
 
 def _call_each(calls: list[tuple[Callback, Result]]) -> None:
+    """Run each callback; one that raises is logged and does not keep the others from running."""
     for callback, result in calls:
-        callback(result)
+        try:
+            callback(result)
+        except Exception:
+            log.exception("an intake callback failed")
 
 
 def _future_callback(future: Future[list[str]]) -> Callback:
@@ -194,6 +198,9 @@ class IntakeLog:
         deliver: Deliver = _call_each,
         call_soon: Schedule | None = None,
     ) -> None:
+        if call_soon is not None and deliver is _call_each:
+            # loop mode hands some groups to the writer thread, whose results must reach the loop
+            raise ValueError("IntakeLog: call_soon (loop mode) needs a deliver that reaches the loop")
         self.path = path
         self._deliver = deliver
         self._linger = group_commit_ms / 1000.0
@@ -395,7 +402,8 @@ class IntakeLog:
         """Rewrite a version-1 log's pending rows as objects, and the version, in ONE transaction."""
         self._write.execute("BEGIN IMMEDIATE")
         try:
-            if self._write.execute("PRAGMA user_version").fetchone()[0] == 1:  # not migrated meanwhile
+            migrate = self._write.execute("PRAGMA user_version").fetchone()[0] == 1  # not done meanwhile
+            if migrate:
                 for statement in _MIGRATE_FROM_1:
                     self._write.execute(statement)
                 self._write.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -403,7 +411,8 @@ class IntakeLog:
         except sqlite3.Error:
             self._write.execute("ROLLBACK")
             raise
-        log.info("intake log %s migrated to layout version %d", self.path, SCHEMA_VERSION)
+        if migrate:
+            log.info("intake log %s migrated to layout version %d", self.path, SCHEMA_VERSION)
 
     def _ensure_intake_id(self) -> str:
         self._write.execute("BEGIN IMMEDIATE")
@@ -442,18 +451,18 @@ class IntakeLog:
                 refused = NotReady(f"outcome intake stopped accepting writes: {self._failure}")
                 self._deliver([(sub.done, refused) for sub in group])
                 continue
-            try:
-                with self._write_lock:
+            with self._write_lock:  # the rollback of a failed group too, before another writer goes
+                try:
                     outcomes = self._commit_group(group, self._write)
-            except sqlite3.OperationalError as exc:
-                if _is_busy(exc):
-                    self._abort(group, NotReady(f"intake log busy, try again: {exc}"), latch=False)
-                else:
+                except sqlite3.OperationalError as exc:
+                    if _is_busy(exc):
+                        self._abort(group, NotReady(f"intake log busy, try again: {exc}"), latch=False)
+                    else:
+                        self._abort(group, exc, latch=True)
+                    continue
+                except Exception as exc:  # sqlite3.Error, OSError, or a bug: never acknowledge, never hang
                     self._abort(group, exc, latch=True)
-                continue
-            except Exception as exc:  # sqlite3.Error, OSError, or a bug: never acknowledge, never hang
-                self._abort(group, exc, latch=True)
-                continue
+                    continue
             crash_point("outcomes.intake_fsynced")
             self._deliver([(sub.done, result) for sub, result in zip(group, outcomes, strict=True)])
 
@@ -491,8 +500,7 @@ class IntakeLog:
         if results is None:
             return
         crash_point("outcomes.intake_fsynced")
-        for sub, result in zip(group, results, strict=True):
-            sub.done(result)
+        _call_each([(sub.done, result) for sub, result in zip(group, results, strict=True)])
 
     def _try_commit(self, group: list[_Submission], con: sqlite3.Connection) -> list[Result] | None:
         """The group's results once committed, or None when it was failed or handed to the thread."""

@@ -332,3 +332,22 @@ def test_endpoints_tasks_and_days_in_one_call_equal_each_alone() -> None:
         "r": "regression",
     }
     assert [r["positive"] for r in together if r["task"] == "binary"] == ["yes", "yes", "no"]
+
+
+def test_nan_scores_are_one_tie_whatever_the_row_order() -> None:
+    # a logged "NaN" proba reaches probas as NaN; scikit-learn refuses NaN, so the reference is the rule
+    # itself: all NaN scores tie, above every number (DuckDB's order). Pairs (positive, negative):
+    # (NaN, NaN) 1/2, (NaN, 0.5) 1, (0.7, NaN) 0, (0.7, 0.5) 1 -> roc_auc 2.5 / 4.
+    data = [(True, math.nan), (False, math.nan), (False, 0.5), (True, 0.7)]
+    policies = [Policy("svc", "ep", positive="FRAUD")]
+    seen = []
+    for order in (data, data[::-1], [data[1], data[0], data[3], data[2]]):
+        rows = [
+            {"label": "FRAUD" if t else "OK", "prediction": "OK", "probas": [("FRAUD", s), ("OK", 0.5)]}
+            for t, s in order
+        ]
+        with _connection(rows, policies) as con:
+            [row] = compute_metrics(con, MetricsQuery(by=Cohort.none))
+        seen.append((row["roc_auc"], row["pr_auc"]))
+    assert seen[0][0] == 0.625
+    assert seen == [seen[0]] * 3

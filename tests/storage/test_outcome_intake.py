@@ -206,3 +206,46 @@ def test_loop_mode_sends_batches_to_the_writer_thread_and_keeps_fail_stop(tmp_pa
             intake.close()
 
     asyncio.run(main())
+
+
+def test_loop_mode_same_outcome_id_twice_in_one_group(tmp_path: Path) -> None:
+    async def main() -> None:
+        intake = _loop_mode(tmp_path / "intake.sqlite", asyncio.get_running_loop())
+        try:
+            results = await asyncio.gather(
+                _store(intake, outcomes("x")),
+                _store(intake, outcomes("x", value=2)),
+                _store(intake, outcomes("x")),
+                return_exceptions=True,
+            )
+            assert intake.commits == 1  # one group, one transaction
+            assert results[0] == ["created"]
+            assert isinstance(results[1], IdempotencyConflict)  # same id, another body: 409
+            assert results[2] == ["duplicate"]
+        finally:
+            intake.close()
+
+    asyncio.run(main())
+
+
+def test_loop_mode_close_commits_a_group_still_waiting_for_its_iteration(tmp_path: Path) -> None:
+    answered: list[Result] = []
+
+    async def main() -> None:
+        intake = _loop_mode(tmp_path / "intake.sqlite", asyncio.get_running_loop())
+        intake.submit_callback(outcomes("pending"), "k", answered.append)
+        assert answered == []  # the group's commit is still scheduled some iterations ahead
+        intake.close()
+        assert answered == [["created"]]  # close committed it and answered, rather than dropping it
+
+    asyncio.run(main())
+    with open_intake(tmp_path / "intake.sqlite") as reopened:
+        assert [r[1] for r in reopened.pending(0, 10)] == ["pending"]
+
+
+def test_loop_mode_needs_a_deliver_that_reaches_the_loop(tmp_path: Path) -> None:
+    async def main() -> None:
+        with pytest.raises(ValueError, match="needs a deliver that reaches the loop"):
+            IntakeLog(tmp_path / "intake.sqlite", call_soon=asyncio.get_running_loop().call_soon)
+
+    asyncio.run(main())
