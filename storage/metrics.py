@@ -157,6 +157,7 @@ def compute_metrics(con: duckdb.DuckDBPyConnection, query: MetricsQuery) -> list
         with contextlib.suppress(duckdb.Error):
             con.execute("DROP TABLE IF EXISTS _hs_eval")
             con.execute("DROP TABLE IF EXISTS _hs_eval_groups")
+            con.execute("DROP TABLE IF EXISTS _hs_rank_cohorts")
             con.execute(f"DELETE FROM {WON_TABLE}")
     results = []
     for row in rows:
@@ -409,13 +410,17 @@ def _ranking(
     a run's score TP = P - positives below and FP = N - negatives below. The same formulas ran as SQL
     window functions before; over 2.4M labelled rows those cost 1.8 CPU-s, this about half."""
     filtered = f"SELECT g, cohort, score, y FROM _hs_eval WHERE {_BINARY} AND score IS NOT NULL"
-    numbered = f"""SELECT g, cohort, row_number() OVER (ORDER BY g, cohort) - 1 AS cid
-                   FROM (SELECT DISTINCT g, cohort FROM ({filtered}))"""
-    names = con.execute(f"SELECT g, {cohort_text} AS cohort FROM ({numbered}) ORDER BY cid").fetchall()
+    # The cohorts are numbered once (stored: both queries below read the same numbering)
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _hs_rank_cohorts AS
+            SELECT g, cohort, row_number() OVER (ORDER BY g, cohort) - 1 AS cid
+            FROM (SELECT DISTINCT g, cohort FROM ({filtered}))"""
+    )
+    names = con.execute(f"SELECT g, {cohort_text} AS cohort FROM _hs_rank_cohorts ORDER BY cid").fetchall()
     if not names:
         return {}
     data = con.execute(
-        f"SELECT c.cid, e.score, e.y FROM ({filtered}) e JOIN ({numbered}) c "
+        f"SELECT c.cid, e.score, e.y FROM ({filtered}) e JOIN _hs_rank_cohorts c "
         "ON e.g = c.g AND e.cohort IS NOT DISTINCT FROM c.cohort "  # every cid keeps its rows
         "ORDER BY c.cid, e.score"
     ).fetchnumpy()
