@@ -212,8 +212,8 @@ def _section(
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}; 1-minute load average "
-        f"{os.getloadavg()[0]:.1f} at the end (the machine was shared with other work, so wall times "
-        "are inflated; both sides of each comparison ran back to back under the same load).",
+        f"{os.getloadavg()[0]:.1f} at the end (the benchmark's own load included; both sides of each "
+        "comparison ran back to back, one at a time).",
         "",
         f"Input: {lines:,} generated DSS query lines (`service/loggen.py`, envelopes A and B, three "
         f"services, predict-multi batches), {size / 1e6:,.0f} MB, {summary['records']:,} prediction "

@@ -47,9 +47,20 @@ class _Session:
         self._prepared: set[str] = set()
 
     def run(self, name: str, view: str, table: pa.Table, query: str) -> pa.Table:
-        """Run the statement `name` (`query`, which reads `view`) over `table`."""
+        """Run the statement `name` (`query`, which reads `view`) over `table`.
+
+        Only an input of one scan batch runs the prepared statement: DuckDB runs an EXECUTE on one
+        thread (measured: 110,000 lines took 0.88 s wall and 0.90 s CPU prepared with two threads
+        allowed, 0.48 s wall and 0.89 s CPU as a plain query), and one batch is scanned by one thread
+        anyway, so there the saved bind is free.
+        """
         self.cursor.register(view, table)
         try:
+            if table.num_rows > _SCAN_BATCH_ROWS:
+                relation = self.cursor.sql(query)
+                if relation is None:  # cannot happen for a SELECT; keeps the type checker honest
+                    raise duckdb.InternalException(f"{name} returned no relation")
+                return relation.to_arrow_table()
             if name not in self._prepared:
                 self.cursor.execute(f"PREPARE {name} AS {query}")
                 self._prepared.add(name)

@@ -49,8 +49,9 @@ class IngestSettings(_Section):
         1,
         ge=1,
         le=16,
-        description="Pieces of a batch parsed at the same time, each by its own DuckDB instance; "
-        "more than 1 only pays off with idle cores and costs about 200 MiB of memory per extra thread.",
+        description="Pieces of a batch parsed at the same time, each by its own DuckDB instance; one "
+        "parse already uses every core, so more than 1 only pays off on hosts with many cores, and costs "
+        "about 240 MiB of memory per extra thread.",
     )
 
 

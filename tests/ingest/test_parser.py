@@ -674,3 +674,37 @@ def test_a_table_without_the_required_columns_is_an_input_error() -> None:
     table = lines_table([make_query_line("A")]).drop_columns(["line_bytes"])
     with pytest.raises(InputError, match="line_bytes"):
         PARSER.parse(table)
+
+
+def test_a_large_input_parses_as_its_small_pieces_do() -> None:
+    # Inputs of more than one scan batch run as a plain (parallel) query, smaller ones as the prepared
+    # statement: both must give the same rows and counts. (Row order is not compared: a call returns
+    # its single records before its batch items.)
+    from ingest.parser import _SCAN_BATCH_ROWS
+    from service.loggen import DEFAULT_START, _Simulator
+
+    simulator = _Simulator(7, bad_rate=0.02, other_topic_rate=0.03)
+    lines: list[bytes] = []
+    for line in simulator.lines(days=2, per_day=11_000, start=DEFAULT_START):
+        lines.append(line.text.rstrip(b"\n") + b"\n")
+    assert len(lines) > 2 * _SCAN_BATCH_ROWS
+    whole = parse(lines)
+    table = lines_table(lines)
+    pieces = [
+        PARSER.parse(table.slice(at, _SCAN_BATCH_ROWS), ingested_at=INGESTED)
+        for at in range(0, len(lines), _SCAN_BATCH_ROWS)
+    ]
+    assert whole.quarantined > 0 and whole.skipped > 0 and whole.records > len(lines) * 0.9
+    by_id = [("record_id", "ascending")]
+    assert whole.predictions.sort_by(by_id).equals(
+        pa.concat_tables([p.predictions for p in pieces]).sort_by(by_id)
+    )
+    by_position = [("source_position", "ascending")]
+    assert whole.quarantine.sort_by(by_position).equals(
+        pa.concat_tables([p.quarantine for p in pieces]).sort_by(by_position)
+    )
+    assert (whole.records, whole.skipped, whole.quarantined) == (
+        sum(p.records for p in pieces),
+        sum(p.skipped for p in pieces),
+        sum(p.quarantined for p in pieces),
+    )
