@@ -33,6 +33,8 @@ class FileHint:
     """The largest size seen since the last loss report (decompressed bytes)."""
     position: int
     """The committed position when last seen (a copy of the table's, for reports only)."""
+    truncated_to: int | None = None
+    """The size at which an in-place truncation below `position` was reported (so it is reported once)."""
 
 
 def load_catalog(path: Path) -> dict[str, FileHint]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from service.errors import SourceError
@@ -90,7 +90,22 @@ def discover(paths: list[Path]) -> list[LogFile]:
         else:
             log = classify(given) or LogFile(path=given, base=given, rotation=(2, "", 0), gzipped=False)
             found.setdefault(given, log)
-    return sorted(found.values(), key=lambda f: (str(f.base), f.rotation, f.gzipped, str(f.path)))
+    logs = [
+        replace(log, gzipped=True) if not log.gzipped and _gzip_magic(log.path) else log
+        for log in found.values()
+    ]
+    return sorted(logs, key=lambda f: (str(f.base), f.rotation, f.gzipped, str(f.path)))
+
+
+def _gzip_magic(path: Path) -> bool:
+    """True when the file starts with gzip's magic bytes whatever its name (`queries.log-20261125.gz`
+    named on the command line, a rotated `X.log.1` compressed without renaming). A plain log never
+    starts so: 0x8b cannot follow 0x1f in UTF-8 text. Unreadable: False (reading it reports why)."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(2) == b"\x1f\x8b"
+    except OSError:
+        return False
 
 
 def _walk(folder: Path) -> list[LogFile]:

@@ -14,9 +14,11 @@ between 3 and 4 are dropped by the quarantine commit, whose own positions are al
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import queue
+import zlib
 from collections.abc import Callable, Generator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -30,7 +32,7 @@ from deltalake import DeltaTable
 
 from ingest.catalog import FileHint, load_catalog, save_catalog
 from ingest.discover import LogFile, discover
-from ingest.fingerprint import FileIdentity, Pending, identify
+from ingest.fingerprint import FileIdentity, Pending, hash_prefix, identify
 from ingest.parser import LineParser, ParseResult
 from ingest.pipeline import OrderedWorker, ordered_map, prefetch
 from ingest.reader import DEFAULT_CHUNK_BYTES, LineBlock, LineReader, Stream, gzip_size_hint, open_log
@@ -73,6 +75,8 @@ class _Planned:
     ident: FileIdentity
     position: int
     end: int = 0
+    truncated_to: int | None = None
+    """The size an in-place truncation below `position` was reported at (reported once, not per scan)."""
 
 
 @dataclass
@@ -98,7 +102,7 @@ class _Parsed:
 def _ends(batch: _Batch) -> dict[str, tuple[str, int]]:
     ends: dict[str, tuple[str, int]] = {}
     for item, block in batch.parts:
-        ends[str(item.log.path)] = (item.ident.app_id, block.end)
+        ends[_source_name(item.log.path)] = (item.ident.app_id, block.end)
     return ends
 
 
@@ -210,6 +214,7 @@ class FileIngestor:
                 ino=item.ident.ino,
                 size=max(item.ident.size, item.end),
                 position=item.position if committed is None else max(committed, item.position),
+                truncated_to=item.truncated_to,
             )
         save_catalog(catalog_path, hints)
         return summary
@@ -253,7 +258,7 @@ class FileIngestor:
             if best is None:
                 order.append(ident.fingerprint)
                 chosen[ident.fingerprint] = item
-            elif (best.log.gzipped, -best.ident.size) > (log_file.gzipped, -ident.size):
+            elif _preference(item) < _preference(best):
                 chosen[ident.fingerprint] = item
         return [chosen[fp] for fp in order], pending
 
@@ -273,14 +278,19 @@ class FileIngestor:
             item = found.get(fingerprint)
             if item is not None:
                 lost = 0
+                reported = hint.truncated_to
                 if not item.log.gzipped and item.ident.size < item.position:
-                    lost = item.position - item.ident.size + max(0, hint.size - item.position)
-                    _warn(
-                        summary,
-                        f"{item.log.path} was truncated in place to {item.ident.size} bytes, below its "
-                        f"committed position {item.position}: {lost} bytes cannot be read",
-                    )
-                    summary.truncations += 1
+                    if reported is not None and reported <= item.ident.size:
+                        item.truncated_to = reported  # reported by an earlier scan; it only grew since
+                    else:
+                        lost = item.position - item.ident.size + max(0, hint.size - item.position)
+                        _warn(
+                            summary,
+                            f"{item.log.path} was truncated in place to {item.ident.size} bytes, below "
+                            f"its committed position {item.position}: {lost} bytes cannot be read",
+                        )
+                        summary.truncations += 1
+                        item.truncated_to = item.ident.size
                 elif not item.log.gzipped and hint.size > max(item.ident.size, item.position):
                     lost = hint.size - max(item.ident.size, item.position)
                     _warn(summary, f"{item.log.path} shrank from {hint.size} to {item.ident.size} bytes")
@@ -329,13 +339,17 @@ class FileIngestor:
                 continue
             stream = _reopen(item)
             if stream is None:
-                continue  # replaced by rotation since it was identified: found again next scan
+                continue  # replaced since it was identified (rotation, copytruncate): found again next scan
             read_any = False
             with stream:
-                _seek(stream, item)
+                if not _seek(stream, item, summary):
+                    continue
+                start = _resume_point(stream, item, summary)
+                if start is None:
+                    continue
                 reader = LineReader(
                     stream,
-                    item.position,
+                    start,
                     final=item.log.settled(),
                     max_line_bytes=self.max_line_bytes,
                     # Reads no larger than a batch, so small batch settings give small commits.
@@ -400,8 +414,19 @@ def _looks_done(item: _Planned) -> bool:
     return item.position > 0 and hint is not None and hint == item.position % 2**32
 
 
+def _preference(item: _Planned) -> tuple[int, int]:
+    """Which of several copies of one file to read (smallest first): a plain copy that reaches the
+    committed position, then a gzip copy, then a plain copy shorter than the position (a partial copy,
+    such as a gunzip in progress, must not look like a truncation); the larger within each."""
+    if item.log.gzipped:
+        return 1, -item.ident.size
+    return (0 if item.ident.size >= item.position else 2), -item.ident.size
+
+
 def _reopen(item: _Planned) -> Stream | None:
-    """The file opened again for reading, or None when the path now holds another file."""
+    """The file opened again for reading, or None when the path now holds another file: another inode
+    (renamed by rotation), or the same inode with another identifying prefix (copytruncate: the old
+    content now lives in a copy, read under its fingerprint next scan)."""
     try:
         stream = open_log(item.log.path, gzipped=item.log.gzipped)
     except SourceError:
@@ -412,14 +437,70 @@ def _reopen(item: _Planned) -> Stream | None:
     if (stat.st_dev, stat.st_ino) != (item.ident.dev, item.ident.ino):
         stream.close()
         return None
+    try:
+        fingerprint, _, _ = hash_prefix(stream)
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile):
+        fingerprint = None  # unreadable now: judged again next scan
+    if fingerprint != item.ident.fingerprint:
+        log.info("%s changed since it was identified (copytruncate?); read next scan", item.log.path)
+        stream.close()
+        return None
     return stream
 
 
-def _seek(stream: Stream, item: _Planned) -> None:
+def _seek(stream: Stream, item: _Planned, summary: IngestSummary) -> bool:
+    """Move to the committed position; False (with a warning) when a gzip file cannot be read that far."""
     try:
         stream.seek(item.position)  # gzip: decompresses and discards up to the position
-    except (OSError, EOFError) as exc:
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        # One damaged archive must not stop the other files: skipped, tried again next run.
+        _warn(
+            summary, f"cannot read {item.log.path} up to byte {item.position} ({exc}); tried again next run"
+        )
+        return False
+    except OSError as exc:
         raise SourceError(f"cannot read {item.log.path}: {exc}") from exc
+    return True
+
+
+_SCAN_BYTES = 64 * 1024
+
+
+def _resume_point(stream: Stream, item: _Planned, summary: IngestSummary) -> int | None:
+    """Where to go on reading a plain file: its committed position when that still ends a line.
+
+    Otherwise the file was rewritten below the position (it lost its tail, say after a crash of the
+    writing host, and grew again past the position): the bytes up to the next line end are the tail of
+    a line that started below the position, so they are skipped and reported with the rewrite, and
+    reading goes on from the next line. None: that line is not complete yet; judged again next scan."""
+    if item.log.gzipped or item.position == 0:
+        return item.position
+    fd = stream.fileno()
+    if os.pread(fd, 1, item.position - 1) in (b"\n", b""):  # b"": shorter now, a truncation (reported)
+        return item.position
+    at = item.position
+    while True:
+        piece = os.pread(fd, _SCAN_BYTES, at)
+        newline = piece.find(b"\n")
+        if newline >= 0:
+            at += newline + 1
+            break
+        if not piece:
+            if not item.log.settled():
+                return None
+            break  # a rotated file's unterminated last line is complete: skipped to the end
+        at += len(piece)
+    skipped = at - item.position
+    _warn(
+        summary,
+        f"{item.log.path} was rewritten below its committed position {item.position} (the byte before it no "
+        f"longer ends a line: truncated, then written again?); lines written there cannot be told from "
+        f"those already read and are not read, and the {skipped} bytes up to the next line are skipped",
+    )
+    summary.truncations += 1
+    summary.lost_bytes += skipped
+    stream.seek(at)
+    return at
 
 
 def _under(path: Path, given: list[Path]) -> bool:
@@ -433,7 +514,9 @@ def _warn(summary: IngestSummary, message: str) -> None:
 
 def _lines_table(batch: _Batch) -> pa.Table:
     blocks = [block for _, block in batch.parts]
-    sources = [pa.repeat(pa.scalar(str(item.log.path)), len(block.lines)) for item, block in batch.parts]
+    sources = [
+        pa.repeat(pa.scalar(_source_name(item.log.path)), len(block.lines)) for item, block in batch.parts
+    ]
     return pa.table(
         {
             "line": pa.chunked_array([b.lines for b in blocks], pa.binary()),
@@ -442,6 +525,12 @@ def _lines_table(batch: _Batch) -> pa.Table:
             "line_bytes": pa.chunked_array([pa.array(b.line_bytes) for b in blocks], pa.int64()),
         }
     )
+
+
+def _source_name(path: Path) -> str:
+    """The path as stored in `source`: text, with bytes that are not UTF-8 (a file name in another
+    encoding) written as \\xNN escapes instead of failing the scan."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _count(summary: IngestSummary, report: CommitReport, predictions: pa.Table, pending: _Pending) -> None:

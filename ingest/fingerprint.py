@@ -9,7 +9,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.reader import gzip_size_hint, open_log
+from ingest.reader import Stream, gzip_size_hint, open_log
 from service.errors import SourceError
 
 _CHUNK = 64 * 1024
@@ -55,35 +55,10 @@ def identify(path: Path, *, gzipped: bool, final: bool) -> FileIdentity | Pendin
     never growing) the prefix may end at the end of the file. Raises SourceError when the file cannot
     be read.
     """
-    digest = hashlib.blake2b(digest_size=16)
-    length = 0
-    ended = False
-    significant = 0  # non-blank bytes in the line being read
     with open_log(path, gzipped=gzipped) as stream:
         try:
             stat = os.fstat(stream.fileno())  # of the file opened, even if the path is renamed meanwhile
-            while not ended:
-                piece = stream.read(_CHUNK)
-                if not piece:
-                    break
-                start = 0
-                while start < len(piece):
-                    newline = piece.find(b"\n", start)
-                    stop = len(piece) if newline < 0 else newline
-                    segment = piece[start:stop]
-                    significant += len(segment.translate(None, _BLANKS))
-                    if newline < 0:
-                        digest.update(segment)
-                        length += len(segment)
-                        break
-                    length += len(segment) + 1
-                    if significant >= MIN_SIGNIFICANT_BYTES:
-                        digest.update(segment)  # the identifying line, hashed without its newline
-                        ended = True
-                        break
-                    digest.update(segment + b"\n")  # a short line: part of the prefix
-                    significant = 0
-                    start = newline + 1
+            fingerprint, length, ended = hash_prefix(stream)
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             # A gzip file still being written, or not gzip at all: reported, tried again next run.
             return Pending(f"not a complete gzip file ({exc})", corrupt=True)
@@ -97,5 +72,38 @@ def identify(path: Path, *, gzipped: bool, final: bool) -> FileIdentity | Pendin
     if gzipped:
         size = gzip_size_hint(path) or 0
     return FileIdentity(
-        fingerprint=digest.hexdigest(), first_line_bytes=length, dev=stat.st_dev, ino=stat.st_ino, size=size
+        fingerprint=fingerprint, first_line_bytes=length, dev=stat.st_dev, ino=stat.st_ino, size=size
     )
+
+
+def hash_prefix(stream: Stream) -> tuple[str, int, bool]:
+    """(fingerprint, prefix length, whether a significant line ended it) of `stream` read from where it
+    stands (its start, for an identity). Reads 64 KiB pieces, so an over-long line is never held whole;
+    raises what the stream raises (OSError, and EOFError / zlib.error / BadGzipFile for gzip)."""
+    digest = hashlib.blake2b(digest_size=16)
+    length = 0
+    ended = False
+    significant = 0  # non-blank bytes in the line being read
+    while not ended:
+        piece = stream.read(_CHUNK)
+        if not piece:
+            break
+        start = 0
+        while start < len(piece):
+            newline = piece.find(b"\n", start)
+            stop = len(piece) if newline < 0 else newline
+            segment = piece[start:stop]
+            significant += len(segment.translate(None, _BLANKS))
+            if newline < 0:
+                digest.update(segment)
+                length += len(segment)
+                break
+            length += len(segment) + 1
+            if significant >= MIN_SIGNIFICANT_BYTES:
+                digest.update(segment)  # the identifying line, hashed without its newline
+                ended = True
+                break
+            digest.update(segment + b"\n")  # a short line: part of the prefix
+            significant = 0
+            start = newline + 1
+    return digest.hexdigest(), length, ended

@@ -17,6 +17,7 @@ from ingest.discover import SETTLE_SECONDS
 from ingest.file_ingest import FileIngestor
 from ingest.summary import IngestSummary
 from service.errors import SourceError, StorageError
+from storage import connect
 from storage.layout import Layout
 from tests.ingest.file_logs import expected, ids_in, qline, quarantine_rows
 from tests.ingest.lines import DEFAULT_TS, make_query_line
@@ -329,3 +330,133 @@ def test_files_whose_first_line_is_blank_are_still_told_apart(tmp_path: Path) ->
     summary = _ingest(tmp_path / "root", tmp_path / "a", tmp_path / "b")
     assert (summary.records, summary.lost_bytes) == (5, 0)
     assert ids_in(tmp_path / "root") == sorted(expected(range(3)) + expected(range(10, 15)))
+
+
+def test_copytruncate_between_identifying_and_reading_loses_and_duplicates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # logrotate's copytruncate can run while a scan is busy with other files: the live file keeps its
+    # inode but now holds new content. It must not be read from the old position.
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    _write(live, range(3))
+    _ingest(root, logs)
+    _write(live, range(3, 6))  # not read yet
+    identify = FileIngestor._identify
+
+    def identify_then_copytruncate(self: FileIngestor, *args: object, **kwargs: object) -> object:
+        result = identify(self, *args, **kwargs)  # type: ignore[arg-type]
+        shutil.copyfile(live, logs / "queries.log.1")
+        os.truncate(live, 0)
+        _write(live, range(6, 12))  # longer than the old position
+        return result
+
+    monkeypatch.setattr(FileIngestor, "_identify", identify_then_copytruncate)
+    _ingest(root, logs)
+    monkeypatch.undo()
+    assert ids_in(root) == expected(range(3))  # the changed file was left for the next scan
+    summary = _ingest(root, logs)
+    assert ids_in(root) == expected(range(12))
+    assert summary.lost_bytes == 0
+
+
+def test_a_file_rewritten_below_its_position_is_reported_and_read_on(tmp_path: Path) -> None:
+    # The live file loses its tail (its host crashed before the tail reached the disk) and the writer
+    # appends again, past the committed position, before the next scan.
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    _write(live, range(50))
+    _ingest(root, logs)
+    position = live.stat().st_size
+    cut = sum(len(qline(i)) for i in range(40))
+    os.truncate(live, cut)
+    _write(live, range(100, 160))  # one digit longer than the lines they replace
+    content = live.read_bytes()
+    assert content[position - 1 : position] != b"\n"
+    resume = content.index(b"\n", position) + 1
+    first_read = next(i for i in range(100, 160) if cut + sum(len(qline(j)) for j in range(100, i)) == resume)
+    summary = _ingest(root, logs)
+    assert ids_in(root) == expected([*range(50), *range(first_read, 160)])
+    assert (summary.truncations, summary.lost_bytes) == (1, resume - position)
+    assert any("rewritten below its committed position" in w for w in summary.warnings)
+    assert quarantine_rows(root) == []  # the cut line's tail is skipped, not quarantined as a fragment
+    again = _ingest(root, logs)
+    assert (again.records, again.truncations, again.lost_bytes, again.warnings) == (0, 0, 0, [])
+
+
+def test_a_damaged_gzip_file_is_skipped_with_a_warning_and_the_others_are_read(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live, other = logs / "queries.log", logs / "other.log"
+    _write(live, range(2000))  # large enough that its first line still decompresses when cut
+    _write(other, range(10000, 10003))
+    _ingest(root, logs)
+    rotated = logs / "queries.log.1"
+    live.rename(rotated)
+    packed = gzip.compress(rotated.read_bytes())
+    rotated.unlink()
+    (logs / "queries.log.1.gz").write_bytes(packed[: len(packed) // 2])  # ends before the position
+    _write(other, range(10003, 10006))
+    summary = _ingest(root, logs)
+    assert ids_in(root) == expected([*range(2000), *range(10000, 10006)])
+    assert any("cannot read" in w and "queries.log.1.gz up to byte" in w for w in summary.warnings)
+
+
+def test_an_in_place_truncation_is_reported_once(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    _write(live, range(10))
+    _ingest(root, logs)
+    os.truncate(live, live.stat().st_size // 2)
+    first = _ingest(root, logs)
+    with live.open("ab") as fh:
+        fh.write(b"{")  # it may grow again, short of its old position: the same loss, not a new one
+    later = [_ingest(root, logs) for _ in range(2)]
+    assert (first.truncations, first.lost_bytes > 0) == (1, True)
+    assert [(s.truncations, s.lost_bytes, s.warnings) for s in later] == [(0, 0, [])] * 2
+
+
+def test_gzip_files_are_recognised_by_content_whatever_their_name(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    logs.mkdir()
+    dated = logs / "queries.log-20261125.gz"  # logrotate's dateext, named on the command line
+    dated.write_bytes(gzip.compress(b"".join(qline(i) for i in range(3))))
+    unsuffixed = logs / "other.log.1"  # compressed without being renamed, found by the folder walk
+    unsuffixed.write_bytes(gzip.compress(b"".join(qline(i) for i in range(10, 13))))
+    first = _ingest(root, dated)
+    second = _ingest(root, logs)
+    assert ids_in(root) == expected([*range(3), *range(10, 13)])
+    assert (first.quarantined, second.quarantined, second.lost_bytes) == (0, 0, 0)
+
+
+def test_a_file_name_that_is_not_utf8_does_not_stop_the_scan(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    odd = logs / os.fsdecode(b"caf\xe9.log")
+    _write(odd, range(2))
+    _write(logs / "ok.log", range(5, 7))
+    summary = _ingest(root, logs)
+    assert summary.records == 4 and ids_in(root) == expected([0, 1, 5, 6])
+    con = connect(root)
+    try:
+        sources = sorted(
+            Path(s).name for (s,) in con.execute("SELECT DISTINCT source FROM predictions").fetchall()
+        )
+    finally:
+        con.close()
+    assert sources == ["caf\\xe9.log", "ok.log"]
+    assert _ingest(root, logs).records == 0  # and it is found again by content on the next scan
+
+
+def test_a_partial_plain_copy_beside_a_complete_gzip_is_no_loss(tmp_path: Path) -> None:
+    # `gunzip queries.log.1.gz` in progress: the plain copy is shorter than the committed position.
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    _write(live, range(10))
+    _ingest(root, logs)
+    rotated = logs / "queries.log.1"
+    live.rename(rotated)
+    content = rotated.read_bytes()
+    (logs / "queries.log.1.gz").write_bytes(gzip.compress(content))
+    rotated.write_bytes(content[: len(content) // 2])
+    summary = _ingest(root, logs)
+    assert (summary.records, summary.truncations, summary.lost_bytes, summary.warnings) == (0, 0, 0, [])
+    assert ids_in(root) == expected(range(10))
