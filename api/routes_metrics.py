@@ -7,16 +7,20 @@ import datetime as dt
 import io
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from api.auth import RequireRead
 from api.models import ErrorResponse
 from api.runtime import RuntimeDep
+from service.errors import InputError
 from storage.metrics import Cohort, MetricsQuery, evaluate, metrics_table, parse_endpoint
 
 router = APIRouter(tags=["metrics"])
+
+QUERY_PARAMETERS = ("endpoint", "by", "as_of", "from", "to", "format")
+"""The query parameters GET /v1/metrics knows; any other is a 422, as on GET /v1/outcomes."""
 
 
 class CalibrationBin(BaseModel):
@@ -45,6 +49,8 @@ class CohortMetrics(BaseModel):
     pending_share: float
     immature: bool
     positive: str | None = None
+    n_scored: int | None = None
+    n_unknown_label: int | None = None
     positive_rate: float | None = None
     accuracy: float | None = None
     precision: float | None = None
@@ -60,6 +66,17 @@ class CohortMetrics(BaseModel):
     rmse: float | None = None
     mape: float | None = None
     r2: float | None = None
+
+
+def _refuse_unknown_parameters(request: Request) -> None:
+    # FastAPI ignores undeclared query parameters: `as-of=...` (the CLI's spelling) would silently give
+    # the metrics as of now. A typo must not change the answer without a word (docs/design.md, Reads).
+    unknown = [name for name in request.query_params if name not in QUERY_PARAMETERS]
+    if unknown:
+        raise InputError(
+            f"unknown query parameter(s) {unknown}; use {', '.join(QUERY_PARAMETERS)}",
+            details={"unknown": unknown},
+        )
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
@@ -81,6 +98,7 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     summary="Model metrics per endpoint and cohort",
 )
 def get_metrics(
+    request: Request,
     key: RequireRead,
     runtime: RuntimeDep,
     endpoint: Annotated[str | None, Query(description="Only this endpoint, as SERVICE/ENDPOINT.")] = None,
@@ -95,6 +113,7 @@ def get_metrics(
     fmt: Annotated[Literal["json", "csv"], Query(alias="format", description="json or csv.")] = "json",
 ) -> Response:
     """What `hindsight eval` prints, for the same parameters (the table format is CLI-only)."""
+    _refuse_unknown_parameters(request)
     config = runtime.config
     if as_of is not None and as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=dt.UTC)

@@ -43,13 +43,15 @@ def to_json(value: Any) -> str:
     return json.dumps(value, default=_json_default, ensure_ascii=False)
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, *, rounded: bool) -> str:
+    """One value as text: floats in full for CSV, to 6 significant digits on a table."""
     if value is None:
         return ""
     if isinstance(value, dict | list):
         return to_json(value)
     if isinstance(value, float):
-        return f"{value:.6g}"
+        # float's repr: the shortest text that reads back as the same double (numpy floats print alike)
+        return f"{value:.6g}" if rounded else float.__repr__(value)
     return str(value)
 
 
@@ -60,7 +62,10 @@ def render_rows(
     *,
     title: str | None = None,
 ) -> str:
-    """Render a result set as a rich table, CSV (with header) or a JSON array of objects."""
+    """Render a result set as a rich table, CSV (with header) or a JSON array of objects.
+
+    CSV and JSON carry every float in full; only the table rounds to 6 significant digits, for reading.
+    """
     if fmt is OutputFormat.json:
         return to_json([dict(zip(columns, row, strict=True)) for row in rows])
     if fmt is OutputFormat.csv:
@@ -68,13 +73,13 @@ def render_rows(
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(columns)
         for row in rows:
-            writer.writerow([_cell(v) for v in row])
+            writer.writerow([_cell(v, rounded=False) for v in row])
         return buf.getvalue().rstrip("\n")
     table = Table(title=title)
     for name in columns:
         table.add_column(name, overflow="fold")
     for row in rows:
-        table.add_row(*[_cell(v) for v in row])
+        table.add_row(*[_cell(v, rounded=True) for v in row])
     # On a terminal, fit its width; in a pipe or file, let wide tables stay readable.
     width = Console().width if is_terminal() else 160
     console = Console(file=io.StringIO(), width=max(80, width), force_terminal=False)

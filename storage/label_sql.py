@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 
 import duckdb
 
-from storage.policies import DEFAULT_OUTCOME_TYPE, Policy
+from service.errors import ConfigError
+from storage.policies import DEFAULT_OUTCOME_TYPE, MAX_DURATION, MAX_DURATION_TEXT, Policy
 from storage.views import quote_ident, quote_literal
 
 POLICIES_TABLE = "_hs_policies"
@@ -87,17 +88,26 @@ def create_policies_table(con: duckdb.DuckDBPyConnection, policies: Sequence[Pol
                 policy.maturity,
                 policy.implicit_value,
                 policy.positive,
-                _micros(policy.window),
-                _micros(policy.maturity),
+                _micros(policy, "window", policy.window),
+                _micros(policy, "maturity", policy.maturity),
             )
         )
     con.executemany(f"INSERT INTO {POLICIES_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
-def _micros(duration: dt.timedelta | None) -> int | None:
+def _micros(policy: Policy, field: str, duration: dt.timedelta | None) -> int | None:
     # Time arithmetic is done on epoch microseconds: TIMESTAMPTZ +/- INTERVAL goes through ICU calendars,
     # measured 10-15x slower on 10M rows.
-    return None if duration is None else duration // dt.timedelta(microseconds=1)
+    if duration is None:
+        return None
+    # parse_duration bounds what hindsight.toml gives; a Policy built in code is checked here, before a
+    # BIGINT or INTERVAL overflow becomes a DuckDB conversion error
+    if not dt.timedelta(0) < duration <= MAX_DURATION:
+        raise ConfigError(
+            f"policy ({policy.service_id}/{policy.endpoint_id}): {field}={duration} must be longer "
+            f"than zero and at most {MAX_DURATION_TEXT}"
+        )
+    return duration // dt.timedelta(microseconds=1)
 
 
 def _pointer(path: str) -> str:
@@ -276,6 +286,18 @@ def unmatched_macro(policies: Sequence[Policy]) -> str:
     WITH {_ctes(policies)},
     um AS (SELECT * FROM ko ANTI JOIN (SELECT DISTINCT outcome_id FROM won) USING (outcome_id)),
     lost AS (SELECT DISTINCT o.outcome_id FROM cand c JOIN op o ON o.orow = c.orow),
+    own AS (SELECT DISTINCT service_id, endpoint_id FROM {POLICIES_TABLE} WHERE policy_id > 0),
+    typed_own AS (
+        -- `typed` for the reasons: the default policy serves only endpoints without policies, so it does
+        -- not type an outcome that names an endpoint with policies of its own (no policy of that endpoint
+        -- has its outcome_type). `typed` keeps such pairs for the labels: they can reach no prediction
+        -- (kp gives policy 0 only to endpoints without policies), and dropping them there would add a
+        -- join to the path `_hs_won_as_of` takes.
+        SELECT outcome_id FROM typed WHERE pl.policy_id > 0
+        UNION ALL
+        SELECT outcome_id FROM (SELECT * FROM typed WHERE pl.policy_id = 0) ANTI JOIN own
+                               USING (service_id, endpoint_id)
+    ),
     targeted AS (SELECT * FROM op SEMI JOIN um USING (outcome_id)),
     seen AS (
         SELECT o.outcome_id, min(k.ts_us) AS first_us, bool_or(o.record_id IS NOT NULL) AS by_record
@@ -293,7 +315,7 @@ def unmatched_macro(policies: Sequence[Policy]) -> str:
     SELECT um.outcome_id, um.record_id, um.key, um.service_id, um.endpoint_id, um.outcome_type,
            um.value, um.value_number, um.occurred_at, um.received_at,
            CASE WHEN um.outcome_id IN (SELECT outcome_id FROM lost) THEN {quote_literal(reasons[0])}
-                WHEN um.outcome_id NOT IN (SELECT outcome_id FROM typed) THEN {quote_literal(reasons[1])}
+                WHEN um.outcome_id NOT IN (SELECT outcome_id FROM typed_own) THEN {quote_literal(reasons[1])}
                 WHEN um.outcome_id NOT IN (SELECT outcome_id FROM targeted) THEN {quote_literal(reasons[2])}
                 WHEN s.outcome_id IS NULL THEN {quote_literal(reasons[3])}
                 WHEN NOT s.by_record AND s.first_us > epoch_us(um.occurred_at)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import enum
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -71,6 +72,8 @@ COMMON_COLUMNS = [
 TASK_COLUMNS = {
     "binary": [
         "positive",
+        "n_scored",
+        "n_unknown_label",
         "positive_rate",
         "accuracy",
         "precision",
@@ -81,7 +84,7 @@ TASK_COLUMNS = {
         "log_loss",
         "brier",
     ],
-    "multiclass": ["accuracy", "macro_f1", "log_loss"],
+    "multiclass": ["n_scored", "accuracy", "macro_f1", "log_loss"],
     "regression": ["mae", "rmse", "mape", "r2"],
 }
 
@@ -129,7 +132,9 @@ def evaluate(
 def compute_metrics(con: duckdb.DuckDBPyConnection, query: MetricsQuery) -> list[dict[str, Any]]:
     """One dict per endpoint, outcome_type and cohort (see COMMON_COLUMNS and TASK_COLUMNS), sorted."""
     if query.date_from and query.date_to and query.date_from > query.date_to:
-        raise InputError(f"--from {query.date_from} is after --to {query.date_to}")
+        raise InputError(
+            f"the from date {query.date_from} is after the to date {query.date_to}: no day can match"
+        )
     if query.as_of is not None:
         query = replace(query, as_of=_utc(query.as_of))
     if not 0 <= query.immature_threshold <= 1:
@@ -169,7 +174,7 @@ def compute_metrics(con: duckdb.DuckDBPyConnection, query: MetricsQuery) -> list
             row["positive"] = group.positive
             row["calibration"] = []
         row.update(extra.get((row["service_id"], row["endpoint_id"], row["outcome_type"], row["cohort"]), {}))
-        results.append(row)
+        results.append(_finite(row))
     return results
 
 
@@ -260,6 +265,24 @@ def _unordered(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         con.execute(f"SET preserve_insertion_order = {'true' if before else 'false'}")
 
 
+def _number(con: duckdb.DuckDBPyConnection, text: str | None) -> float | None:
+    """`text` as a finite DOUBLE by DuckDB's own cast (as `label_value` was made), else None."""
+    [(value,)] = con.execute("SELECT TRY_CAST(?::VARCHAR AS DOUBLE)", [text]).fetchall()
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every non-finite float (in lists and dicts too) replaced by None: JSON has no NaN or
+    infinity, and an overflowing sum (an rmse over huge numbers) must not break the output."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _ids(groups: list[_Group], task: str) -> str:
     """The group numbers (our own integers, safe as literals) of `task`, as an SQL list."""
     return ", ".join(str(i) for i, g in enumerate(groups) if g.task == task) or "NULL"
@@ -289,9 +312,11 @@ def _materialise(con: duckdb.DuckDBPyConnection, query: MetricsQuery, groups: li
         case_params.extend([group.service_id, group.endpoint_id, group.outcome_type])
     positives = [(i, g.positive) for i, g in enumerate(groups) if g.task == "binary"]
     pos = "CASE g " + " ".join(f"WHEN {i} THEN ?::VARCHAR" for i, _ in positives) + " END"
-    pos_params = [p for _, p in positives]
+    pos_value = "CASE g " + " ".join(f"WHEN {i} THEN ?::DOUBLE" for i, _ in positives) + " END"
+    pos_params: list[Any] = [p for _, p in positives]
+    pos_params += [_number(con, p) for _, p in positives]
     if not positives:
-        pos = "NULL::VARCHAR"
+        pos, pos_value = "NULL::VARCHAR", "NULL::DOUBLE"
     as_of = "now()" if query.as_of is None else "?::TIMESTAMPTZ"
     as_of_params = [] if query.as_of is None else [query.as_of]
     con.execute(
@@ -302,24 +327,47 @@ def _materialise(con: duckdb.DuckDBPyConnection, query: MetricsQuery, groups: li
         SELECT g, cohort,
                label_state = 'observed' AS observed, label_state = 'implicit' AS implicit,
                label_state = 'pending' AS pending, labelled{_task_columns(groups)}
-        FROM (SELECT *, {pos} AS pos, label_state <> 'pending' AND label IS NOT NULL AS labelled
-              FROM (SELECT label_state, label, label_value, prediction, prediction_value, probas,
-                           {_COHORT_SQL[query.by]} AS cohort, CASE {" ".join(whens)} END AS g
-                    FROM _hs_labelled_with_won({as_of}) WHERE {where}))""",
+        FROM (SELECT *,
+                     -- looked up once here, on labelled rows only: the task columns read them twice
+                     CASE WHEN labelled AND pos IS NOT NULL THEN probas[pos]::DOUBLE END AS pos_proba,
+                     CASE WHEN labelled AND pos IS NOT NULL
+                          THEN coalesce(label = pos OR label_value = pos_value, false) END AS is_pos,
+                     CASE WHEN labelled AND pos IS NULL AND probas IS NOT NULL
+                          THEN coalesce(probas[label]::DOUBLE, 0) END AS label_proba
+              FROM (SELECT *, {pos} AS pos, {pos_value} AS pos_value,
+                           label_state <> 'pending' AND label IS NOT NULL AS labelled
+                    FROM (SELECT label_state, label, label_value, prediction, prediction_value, probas,
+                                 {_COHORT_SQL[query.by]} AS cohort, CASE {" ".join(whens)} END AS g
+                          FROM _hs_labelled_with_won({as_of}) WHERE {where})))""",
         [*pos_params, *case_params, *as_of_params, *params],  # in the order they appear in the text
     )
 
 
 _TASK_VALUES = {
     "binary": [
-        ("(label = pos)::INTEGER", "y"),
-        ("coalesce(prediction = pos, false)::INTEGER", "yhat"),
-        ("probas[pos]::DOUBLE", "score"),
+        # a label or prediction is the positive class by its text or, when both are numbers, by value
+        # ("1.0" written by a CSV export is class "1")
+        ("is_pos::INTEGER", "y"),
+        ("coalesce(prediction = pos OR prediction_value = pos_value, false)::INTEGER", "yhat"),
+        # only a finite probability is a score: a missing class or a logged NaN is no score
+        ("CASE WHEN isfinite(pos_proba) THEN pos_proba END", "score"),
+        # a label that is neither the positive class nor another class of the row's probas (by text or
+        # value): still a negative, but counted, so that a typo in labels or in `positive` shows. One
+        # WHEN per test: a CASE evaluates each only on the rows still undecided, AND/OR evaluate all.
+        (
+            "CASE WHEN is_pos THEN 0 WHEN probas IS NULL THEN 0 WHEN probas[label] IS NOT NULL THEN 0"
+            " WHEN label_value IS NULL THEN 1"
+            " WHEN list_contains(list_transform(map_keys(probas), lambda k: TRY_CAST(k AS DOUBLE)),"
+            " label_value) THEN 0 ELSE 1 END",
+            "unknown_label",
+        ),
     ],
     "multiclass": [
         ("label", "mc_label"),
         ("prediction", "mc_prediction"),
-        ("probas[label]::DOUBLE", "p_true"),
+        # rows with probas: the label's probability, 0 when the label is not among them; rows without
+        # probas (or with a NaN) have none and are left out of log_loss
+        ("CASE WHEN isfinite(label_proba) THEN label_proba END", "p_true"),
     ],
     "regression": [
         ("label_value", "label_value"),
@@ -386,15 +434,17 @@ _BINARY = "labelled AND y IS NOT NULL"
 
 def _binary(cohort_text: str) -> str:
     # precision/recall/f1 are None where scikit-learn divides by zero (its zero_division case).
-    return f"""SELECT g, {cohort_text} AS cohort, avg(y) AS positive_rate,
+    # log_loss and brier use the rows with a score only (as roc_auc, pr_auc and calibration do).
+    return f"""SELECT g, {cohort_text} AS cohort, count(score) AS n_scored,
+                   sum(unknown_label)::BIGINT AS n_unknown_label, avg(y) AS positive_rate,
                    avg((y = yhat)::INTEGER) AS accuracy,
                    sum(y * yhat) / nullif(sum(yhat), 0) AS precision,
                    sum(y * yhat) / nullif(sum(y), 0) AS recall,
                    2 * sum(y * yhat) / nullif(sum(y * yhat) + sum(y) + sum(yhat) - sum(y * yhat), 0)
                        AS f1,
                    -avg(ln(greatest(least(CASE WHEN y = 1 THEN score ELSE 1 - score END, 1 - {EPS!r}),
-                                    {EPS!r}))) AS log_loss,
-                   avg((score - y) ** 2) AS brier
+                                    {EPS!r}))) FILTER (WHERE score IS NOT NULL) AS log_loss,
+                   avg((score - y) ** 2) FILTER (WHERE score IS NOT NULL) AS brier
             FROM _hs_eval WHERE {_BINARY} GROUP BY g, _hs_eval.cohort"""
 
 
@@ -428,10 +478,8 @@ def _ranking(
     score = np.asarray(data["score"], dtype=np.float64)
     y = np.asarray(data["y"], dtype=np.float64)
     new_run = np.ones(len(cid), dtype=bool)
-    # NaN scores (a logged "NaN" proba) are one tie, as GROUP BY and DuckDB's sort (NaN last) treat them;
-    # NaN != NaN would make each its own run and the result depend on the order of tied rows
-    same_score = (score[1:] == score[:-1]) | (np.isnan(score[1:]) & np.isnan(score[:-1]))
-    new_run[1:] = (cid[1:] != cid[:-1]) | ~same_score
+    # scores are finite (`_TASK_VALUES`: a NaN is no score), so equal scores are one run
+    new_run[1:] = (cid[1:] != cid[:-1]) | (score[1:] != score[:-1])
     run = np.cumsum(new_run) - 1
     pos_n = np.bincount(run, weights=y)
     neg_n = np.bincount(run).astype(np.float64) - pos_n
@@ -476,7 +524,8 @@ def _calibration(cohort_text: str) -> str:
 
 def _multiclass(cohort_text: str) -> str:
     # macro_f1 averages the F1 of every class seen as a label or a prediction (scikit-learn's
-    # labels=None); a missing prediction counts as wrong. log_loss uses probas[label], 0 when absent.
+    # labels=None); a missing prediction counts as wrong. log_loss uses probas[label], 0 when absent,
+    # over the rows that logged probas.
     return f"""WITH m AS (
                 SELECT {_KEY}, mc_label AS label, mc_prediction AS prediction, p_true
                 FROM _hs_eval WHERE labelled AND mc_label IS NOT NULL),
@@ -492,9 +541,11 @@ def _multiclass(cohort_text: str) -> str:
             f1 AS (SELECT {_KEY}, avg(2 * tp / (n_true + n_pred)) AS macro_f1 FROM per_class GROUP BY ALL),
             base AS (
                 SELECT {_KEY}, avg((prediction IS NOT DISTINCT FROM label)::INTEGER) AS accuracy,
-                       -avg(ln(greatest(least(coalesce(p_true, 0), 1 - {EPS!r}), {EPS!r}))) AS log_loss
+                       count(p_true) AS n_scored,
+                       -avg(ln(greatest(least(p_true, 1 - {EPS!r}), {EPS!r})))
+                           FILTER (WHERE p_true IS NOT NULL) AS log_loss
                 FROM m GROUP BY ALL)
-            SELECT g, {cohort_text} AS cohort, accuracy, log_loss, macro_f1
+            SELECT g, {cohort_text} AS cohort, n_scored, accuracy, log_loss, macro_f1
             FROM base JOIN f1 USING ({_KEY})"""
 
 

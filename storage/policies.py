@@ -17,6 +17,9 @@ ATTRIBUTIONS = ("last_before", "all_within")
 DEFAULT_OUTCOME_TYPE = "label"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_DURATION = dt.timedelta(days=36_500)
+MAX_DURATION_TEXT = "100 years (36500d)"
+"""The longest window or maturity: far beyond any real label delay, far inside every type it passes."""
 # A join path: record_id, or context./features. followed by dotted names; the characters are limited so
 # that a path can be turned into a JSON pointer and an SQL literal without any escaping ambiguity.
 _PATH = re.compile(r"^(context|features)(\.[A-Za-z0-9_][A-Za-z0-9_\-]*)+$")
@@ -53,17 +56,21 @@ class Policy:
         return self.join_on == ("record_id",)
 
 
-def parse_duration(text: str, *, field: str) -> dt.timedelta:
-    """A duration such as `90d`, `12h`, `30m`, `45s` or `2w` (one number, one unit)."""
+def parse_duration(text: str, *, field: str, where: str = "policy") -> dt.timedelta:
+    """A duration such as `90d`, `12h`, `30m`, `45s` or `2w` (one number, one unit), up to 100 years."""
     match = _DURATION.match(text) if isinstance(text, str) else None
     if match is None:
         raise ConfigError(
-            f"policy field {field}={text!r} is not a duration: "
+            f"{where}: {field}={text!r} is not a duration: "
             "write a number and a unit s, m, h, d or w (e.g. 90d)"
         )
     seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds <= 0:
-        raise ConfigError(f"policy field {field}={text!r} must be longer than zero")
+        raise ConfigError(f"{where}: {field}={text!r} must be longer than zero")
+    # Checked before building the timedelta: a huge number would overflow it (OverflowError) or, below
+    # that, the epoch microseconds and INTERVAL the label join computes with (storage/label_sql.py).
+    if seconds > MAX_DURATION.total_seconds():
+        raise ConfigError(f"{where}: {field}={text!r} is too long: at most {MAX_DURATION_TEXT}")
     return dt.timedelta(seconds=seconds)
 
 
@@ -124,9 +131,11 @@ def policy_from_mapping(raw: Mapping[str, Any], *, where: str = "policy") -> Pol
         outcome_type=_text(raw, "outcome_type", where) or DEFAULT_OUTCOME_TYPE,
         join_on=_join_on(raw.get("join_on", "record_id"), where),
         attribution=attribution,
-        window=None if window_text is None else parse_duration(window_text, field="window"),
+        window=None if window_text is None else parse_duration(window_text, field="window", where=where),
         positive=_text(raw, "positive", where),
-        maturity=None if maturity_text is None else parse_duration(maturity_text, field="maturity"),
+        maturity=None
+        if maturity_text is None
+        else parse_duration(maturity_text, field="maturity", where=where),
         implicit_value=implicit_value,
     )
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.routes_metrics import QUERY_PARAMETERS
 from tests.api.conftest import Server, bearer, make_key
 from tests.ingest.file_logs import run_cli
 from tests.service.test_cli_eval import POLICY, scored
@@ -69,6 +70,47 @@ def test_csv(running: tuple[Server, dict[str, str]]) -> None:
     assert row.startswith("fraud,score,label,all,binary,3,2,")
 
 
+def test_csv_equals_the_cli_with_floats_in_full(running: tuple[Server, dict[str, str]]) -> None:
+    srv, tokens = running
+    response = get(srv, tokens["read"], by="none", format="csv")
+    cli = run_cli(srv.root, "eval", "--by=none", "--format", "csv")
+    assert response.text == cli.stdout
+    # 2 of 3 predictions labelled: the coverage column is the double 2/3 itself, not 0.666667
+    header, row = response.text.splitlines()
+    assert dict(zip(header.split(","), row.split(","), strict=True))["coverage"] == repr(2 / 3)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"as-of": "2026-01-09"},
+        {"asof": "2026-01-09", "by": "none"},
+        {"endpoint": "fraud/score", "froms": "x"},
+    ],
+)
+def test_unknown_query_parameters_are_refused(
+    running: tuple[Server, dict[str, str]], params: dict[str, str]
+) -> None:
+    srv, tokens = running
+    response = get(srv, tokens["read"], **params)
+    assert response.status_code == 422
+    [unknown] = [name for name in params if name not in ("by", "endpoint")]
+    assert response.json() == {
+        "error": {
+            "type": "InputError",
+            "message": f"unknown query parameter(s) {[unknown]}; use endpoint, by, as_of, from, to, format",
+            "details": {"unknown": [unknown]},
+        }
+    }
+
+
+def test_the_known_parameters_are_the_documented_ones(running: tuple[Server, dict[str, str]]) -> None:
+    srv, tokens = running
+    schema = httpx.get(f"{srv.url}/openapi.json", headers=bearer(tokens["read"]), timeout=30).json()
+    documented = [p["name"] for p in schema["paths"]["/v1/metrics"]["get"]["parameters"]]
+    assert sorted(documented) == sorted(QUERY_PARAMETERS)
+
+
 @pytest.mark.parametrize(
     ("token", "params", "status", "error"),
     [
@@ -93,6 +135,7 @@ def test_errors_have_the_one_shape(
     assert response.status_code == status
     body = response.json()
     assert set(body) == {"error"} and body["error"]["message"]
+    assert "--" not in body["error"]["message"]  # no CLI flag names in API errors
     if error is not None:
         assert body["error"]["type"] == error
 

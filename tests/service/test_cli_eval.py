@@ -128,6 +128,8 @@ def test_csv_and_table(root: Path) -> None:
     assert header.split(",")[:6] == ["service_id", "endpoint_id", "outcome_type", "cohort", "task", "n"]
     assert header.split(",")[-4:] == ["mae", "rmse", "mape", "r2"]
     assert row.startswith("churn,value,label,all,regression,2,")
+    # floats in full, as in the JSON and the API's CSV: rmse = sqrt(((12 - 10)^2 + 0) / 2)
+    assert row.split(",")[-4:] == ["1.0", repr(2**0.5), repr(2 / 12 / 2), "0.875"]
     table = run_cli(root, "eval", "--endpoint", "churn/value", "--by", "none", env={"COLUMNS": "200"}).stdout
     lines = table.splitlines()
     assert [c.strip() for c in lines[2].split("┃")[1:-1]] == [
@@ -144,6 +146,7 @@ def test_csv_and_table(root: Path) -> None:
         "r2",
     ]
     assert [c.strip() for c in lines[4].split("│")[1:5]] == ["churn/value", "label", "all", "2"]
+    assert [c.strip() for c in lines[4].split("│")[-5:-1]] == ["1", "1.41421", "0.0833333", "0.875"]
 
 
 @pytest.mark.parametrize(
@@ -152,7 +155,10 @@ def test_csv_and_table(root: Path) -> None:
         (["--endpoint", "fraud"], "error: endpoint must be SERVICE/ENDPOINT, got 'fraud'"),
         (["--by", "month"], "error: --by must be one of day, week, generation, none; got 'month'"),
         (["--as-of", "yesterday"], "error: --as-of 'yesterday' is not an ISO 8601 timestamp"),
-        (["--from", "2026-02-01", "--to", "2026-01-01"], "error: --from 2026-02-01 is after --to 2026-01-01"),
+        (
+            ["--from", "2026-02-01", "--to", "2026-01-01"],
+            "error: the from date 2026-02-01 is after the to date 2026-01-01",
+        ),
         (["--from", "01/02/2026"], "error: --from '01/02/2026' is not a date (YYYY-MM-DD)"),
     ],
 )
@@ -169,7 +175,7 @@ def test_a_bad_policy_is_a_config_error(tmp_path: Path) -> None:
     result = run_cli(tmp_path, "eval")
     assert result.returncode == 2
     assert (
-        result.stderr == "error: policy field window='forever' is not a duration: "
+        result.stderr == "error: policies[0] (a/b): window='forever' is not a duration: "
         "write a number and a unit s, m, h, d or w (e.g. 90d)\n"
     )
 

@@ -34,6 +34,23 @@ def test_csv_output(root: Path) -> None:
     assert result.stdout == "service_id,n\nchurn,3\n"
 
 
+FLOATS = "SELECT 1 / 3 AS third, 0.1::DOUBLE + 0.2::DOUBLE AS sum, 1e-300::DOUBLE AS tiny"
+
+
+def test_csv_and_json_carry_floats_in_full(root: Path) -> None:
+    csv_out = run_cli(root, "sql", FLOATS, "--format", "csv").stdout
+    assert csv_out == f"third,sum,tiny\n{1 / 3!r},{0.1 + 0.2!r},1e-300\n"
+    assert json.loads(run_cli(root, "sql", FLOATS, "--format", "json").stdout) == [
+        {"third": 1 / 3, "sum": 0.1 + 0.2, "tiny": 1e-300}
+    ]
+
+
+def test_only_the_table_rounds_floats(root: Path) -> None:
+    table = run_cli(root, "sql", FLOATS, env={"COLUMNS": "200"}).stdout
+    [row] = [line for line in table.splitlines() if "0.333" in line]
+    assert [c.strip() for c in row.split("│")[1:-1]] == ["0.333333", "0.3", "1e-300"]
+
+
 def test_table_output(root: Path) -> None:
     result = run_cli(root, "sql", QUERY)
     lines = result.stdout.splitlines()

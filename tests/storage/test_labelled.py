@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from service.errors import ConfigError
 from storage import connect
 from storage.policies import Policy, policies_from_config
 from tests.storage.eval_factories import at, outcome, prediction, write_outcomes, write_predictions
@@ -371,3 +372,85 @@ def test_the_metrics_path_sees_the_same_labels(tmp_path: Path) -> None:
         "SELECT * FROM _hs_labelled_with_won(?::TIMESTAMPTZ) ORDER BY ALL", [at(5)]
     ).fetchall()
     assert stored == direct and [r[12] for r in direct] == ["observed", "implicit"]
+
+
+def test_durations_of_100_years_work_in_the_join(tmp_path: Path) -> None:
+    write_predictions(
+        tmp_path, [prediction("r1", at(0), context=tx("t1")), prediction("r2", at(0), context=tx("t2"))]
+    )
+    write_outcomes(tmp_path, [outcome("o1", "FRAUD", at(36_500), key={TX: "t1"})])
+    policy = fraud_policy(window="36500d", maturity="36500d", implicit_value="OK")
+    assert labelled(tmp_path, policy, as_of=at(36_500)) == [
+        ("r1", "label", "FRAUD", "observed", "o1"),
+        ("r2", "label", "OK", "implicit", None),
+    ]
+    assert labelled(tmp_path, policy, as_of=at(36_499)) == [
+        ("r1", "label", None, "pending", None),
+        ("r2", "label", None, "pending", None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("policy", "problem"),
+    [
+        (Policy("fraud", "score", window=dt.timedelta(days=36_501)), "window=36501 days, 0:00:00"),
+        (
+            Policy("fraud", "score", maturity=dt.timedelta(days=200_000_000)),
+            "maturity=200000000 days, 0:00:00",
+        ),
+        (Policy("fraud", "score", window=dt.timedelta(0)), "window=0:00:00"),
+    ],
+)
+def test_a_policy_built_in_code_with_a_bad_duration_is_a_config_error(
+    tmp_path: Path, policy: Policy, problem: str
+) -> None:
+    write_predictions(tmp_path, [prediction("r1", at(0), context=tx("t1"))])
+    with pytest.raises(ConfigError) as caught:
+        labelled(tmp_path, [policy])
+    assert str(caught.value) == (
+        f"policy (fraud/score): {problem} must be longer than zero and at most 100 years (36500d)"
+    )
+
+
+def test_an_outcome_type_the_named_endpoint_has_no_policy_for_says_so(tmp_path: Path) -> None:
+    # shop/reco's only policy is for conversions: a `label` naming shop/reco has no policy, even though
+    # the default policy (for endpoints without any) takes `label` outcomes on record_id
+    write_predictions(
+        tmp_path,
+        [
+            prediction("p1", at(0), service_id="shop", endpoint_id="reco"),
+            prediction("p2", at(0), service_id="churn", endpoint_id="predict"),
+        ],
+    )
+    write_outcomes(
+        tmp_path,
+        [
+            outcome("label_reco", "buy", at(1), record_id="p1", service_id="shop", endpoint_id="reco"),
+            outcome(
+                "conv_reco",
+                "buy",
+                at(1),
+                record_id="p1",
+                service_id="shop",
+                endpoint_id="reco",
+                outcome_type="conversion",
+            ),
+            outcome(
+                "label_p2_named", "yes", at(1), record_id="p2", service_id="churn", endpoint_id="predict"
+            ),
+            outcome(
+                "label_p1_on_churn", "yes", at(1), record_id="p1", service_id="churn", endpoint_id="predict"
+            ),
+        ],
+    )
+    policies = policies_from_config(
+        [{"service_id": "shop", "endpoint_id": "reco", "outcome_type": "conversion"}]
+    )
+    assert labelled(tmp_path, policies) == [
+        ("p1", "conversion", "buy", "observed", "conv_reco"),
+        ("p2", "label", "yes", "observed", "label_p2_named"),
+    ]
+    assert unmatched(tmp_path, policies) == [
+        ("label_p1_on_churn", "no prediction with this key"),  # churn/predict is on the default policy
+        ("label_reco", "no policy for outcome_type"),
+    ]

@@ -9,6 +9,7 @@ end-to-end path through real Delta tables is covered by tests/service/test_cli_e
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import warnings
 from collections.abc import Iterator
@@ -334,20 +335,114 @@ def test_endpoints_tasks_and_days_in_one_call_equal_each_alone() -> None:
     assert [r["positive"] for r in together if r["task"] == "binary"] == ["yes", "yes", "no"]
 
 
-def test_nan_scores_are_one_tie_whatever_the_row_order() -> None:
-    # a logged "NaN" proba reaches probas as NaN; scikit-learn refuses NaN, so the reference is the rule
-    # itself: all NaN scores tie, above every number (DuckDB's order). Pairs (positive, negative):
-    # (NaN, NaN) 1/2, (NaN, 0.5) 1, (0.7, NaN) 0, (0.7, 0.5) 1 -> roc_auc 2.5 / 4.
-    data = [(True, math.nan), (False, math.nan), (False, 0.5), (True, 0.7)]
+def test_rows_without_a_finite_score_are_left_out_of_every_score_metric() -> None:
+    # A logged "NaN" proba, a row without probas (an ignored prediction) and a row whose probas lack the
+    # positive class have no score: accuracy & co. count them, the score metrics equal scikit-learn's on
+    # the scored rows alone, whatever the row order, and nothing in the output is NaN.
+    data: list[tuple[bool, bool, list[tuple[str, float]] | None]] = [
+        (True, True, [("FRAUD", math.nan), ("OK", 0.5)]),
+        (False, False, [("FRAUD", math.nan), ("OK", 0.5)]),
+        (False, False, [("FRAUD", 0.5), ("OK", 0.5)]),
+        (True, True, [("FRAUD", 0.7), ("OK", 0.3)]),
+        (True, False, None),
+        (False, False, [("OK", 0.9)]),
+        (False, True, [("FRAUD", 0.2), ("OK", 0.8)]),
+        (True, True, [("FRAUD", 0.9), ("OK", 0.1)]),
+    ]
+    scores = [(t, dict(probas or []).get("FRAUD", math.nan)) for t, _, probas in data]
+    scored = [(t, sc) for t, sc in scores if not math.isnan(sc)]
+    y = np.array([int(t) for t, _ in scored])
+    score = np.array([sc for _, sc in scored])
     policies = [Policy("svc", "ep", positive="FRAUD")]
     seen = []
-    for order in (data, data[::-1], [data[1], data[0], data[3], data[2]]):
+    for order in (data, data[::-1], data[1::2] + data[::2]):
         rows = [
-            {"label": "FRAUD" if t else "OK", "prediction": "OK", "probas": [("FRAUD", s), ("OK", 0.5)]}
-            for t, s in order
+            {"label": "FRAUD" if t else "OK", "prediction": "FRAUD" if p else "OK", "probas": probas}
+            for t, p, probas in order
         ]
-        with _connection(rows, policies) as con:
-            [row] = compute_metrics(con, MetricsQuery(by=Cohort.none))
-        seen.append((row["roc_auc"], row["pr_auc"]))
-    assert seen[0][0] == 0.625
-    assert seen == [seen[0]] * 3
+        row = _metrics(rows, policies)
+        json.dumps(row, allow_nan=False)  # valid JSON: no NaN anywhere, calibration included
+        seen.append(row)
+    row = seen[0]
+    assert (row["n_labelled"], row["n_scored"], row["n_unknown_label"]) == (8, 4, 0)
+    all_y = np.array([int(t) for t, _, _ in data])
+    all_yhat = np.array([int(p) for _, p, _ in data])
+    assert _close(row["accuracy"], _sk(skm.accuracy_score, all_y, all_yhat))
+    assert _close(row["roc_auc"], _sk(skm.roc_auc_score, y, score))
+    assert _close(row["pr_auc"], _sk(skm.average_precision_score, y, score))
+    assert _close(row["log_loss"], _sk(skm.log_loss, y, score, labels=[0, 1]))
+    assert _close(row["brier"], _sk(skm.brier_score_loss, y, score, pos_label=1))
+    assert sum(b["count"] for b in row["calibration"]) == 4
+    for other in seen[1:]:
+        for name in ("n_scored", "accuracy", "roc_auc", "pr_auc", "log_loss", "brier"):
+            assert math.isclose(other[name], row[name], rel_tol=1e-12), name
+
+
+def test_a_misspelt_positive_scores_nothing_instead_of_looking_perfect() -> None:
+    rows = [
+        {"label": label, "prediction": label, "probas": [("churn", sc), ("stay", 1 - sc)]}
+        for label, sc in (("churn", 0.8), ("stay", 0.3), ("churn", 0.6))
+    ]
+    row = _metrics(rows, [Policy("svc", "ep", positive="Churn")])
+    assert (row["n_labelled"], row["n_scored"]) == (3, 0)
+    assert row["log_loss"] is None and row["brier"] is None and row["roc_auc"] is None
+    assert row["positive_rate"] == 0.0  # no label is "Churn": visible as n_scored 0 and positive_rate 0
+
+
+def test_numeric_labels_match_numeric_classes_by_value() -> None:
+    # A binary classifier logs classes "0"/"1"; the labels come from a CSV written by pandas: "1.0"/"0.0".
+    data = [(1, 0.8, 1), (0, 0.3, 0), (1, 0.4, 0), (0, 0.6, 1)]
+    rows = [
+        {
+            "label": f"{t}.0",
+            "label_value": float(t),
+            "prediction": str(p),
+            "prediction_value": float(p),
+            "probas": [("0", 1 - sc), ("1", sc)],
+        }
+        for t, sc, p in data
+    ]
+    row = _metrics(rows, [Policy("svc", "ep", positive="1")])
+    y = np.array([t for t, _, _ in data])
+    score = np.array([sc for _, sc, _ in data])
+    yhat = np.array([p for _, _, p in data])
+    assert (row["positive_rate"], row["n_unknown_label"], row["n_scored"]) == (0.5, 0, 4)
+    assert _close(row["precision"], _sk(skm.precision_score, y, yhat))
+    assert _close(row["recall"], _sk(skm.recall_score, y, yhat))
+    assert _close(row["roc_auc"], _sk(skm.roc_auc_score, y, score))
+
+
+def test_labels_outside_the_class_set_are_counted() -> None:
+    rows = [
+        {"label": label, "prediction": "churn", "probas": [("churn", 0.7), ("stay", 0.3)]}
+        for label in ("churn", "stay", "Stay", "stayed", "churn")
+    ]
+    rows.append({"label": "unknown", "prediction": "stay", "probas": None})  # no probas: not judged
+    row = _metrics(rows, [Policy("svc", "ep", positive="churn")])
+    assert (row["n_labelled"], row["n_unknown_label"], row["positive_rate"]) == (6, 2, 2 / 6)
+
+
+def test_multiclass_log_loss_uses_the_rows_with_probas_only() -> None:
+    no_probas = [{"label": t, "prediction": p} for t, p in (("a", "a"), ("b", "c"))]
+    row = _metrics(no_probas, [])
+    assert (row["task"], row["n_scored"], row["log_loss"], row["accuracy"]) == ("multiclass", 0, None, 0.5)
+    mixed = [
+        *no_probas,
+        {"label": "a", "prediction": "a", "probas": [("a", 0.6), ("b", 0.3), ("c", 0.1)]},
+        {"label": "c", "prediction": "b", "probas": [("a", 0.2), ("b", 0.5), ("c", 0.3)]},
+        {"label": "b", "prediction": "a", "probas": [("a", 0.5), ("c", 0.5)]},  # b absent: probability 0
+    ]
+    row = _metrics(mixed, [])
+    expected = -(math.log(0.6) + math.log(0.3) + math.log(float(np.finfo(np.float64).eps))) / 3
+    assert row["n_scored"] == 3 and _close(row["log_loss"], expected)
+
+
+def test_non_finite_results_become_null() -> None:
+    # differences of huge numbers overflow to infinity: the output says null, never inf or NaN
+    rows = [
+        {"label": "1e308", "label_value": 1e308, "prediction": "-1e308", "prediction_value": -1e308},
+        {"label": "-1e308", "label_value": -1e308, "prediction": "1e308", "prediction_value": 1e308},
+    ]
+    row = _metrics(rows, [])
+    assert row["task"] == "regression" and row["mae"] is None and row["rmse"] is None
+    json.dumps(row, allow_nan=False)

@@ -30,10 +30,33 @@ def test_durations(text: str, expected: dt.timedelta) -> None:
     assert parse_duration(text, field="window") == expected
 
 
-@pytest.mark.parametrize("text", ["90", "d", "90 days", "-1d", "0d", "1y", ""])
+def test_the_longest_duration_is_100_years() -> None:
+    assert parse_duration("36500d", field="window") == dt.timedelta(days=36_500)
+    assert parse_duration("5214w", field="window") == dt.timedelta(weeks=5214)
+
+
+@pytest.mark.parametrize(
+    "text", ["90", "d", "90 days", "-1d", "0d", "1y", "", "36500.1d", "5215w", "9" * 400 + "s"]
+)
 def test_bad_durations_name_the_field(text: str) -> None:
-    with pytest.raises(ConfigError, match="policy field window="):
+    with pytest.raises(ConfigError, match=r"^policy: window="):
         parse_duration(text, field="window")
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "problem"),
+    [
+        ("window", "90 days", "is not a duration: write a number and a unit s, m, h, d or w (e.g. 90d)"),
+        ("window", "0d", "must be longer than zero"),
+        ("window", "1000000000d", "is too long: at most 100 years (36500d)"),  # beyond timedelta's range
+        ("maturity", "200000000d", "is too long: at most 100 years (36500d)"),  # beyond BIGINT microseconds
+        ("maturity", "36501d", "is too long: at most 100 years (36500d)"),
+    ],
+)
+def test_a_bad_duration_names_the_policy_and_the_field(field: str, text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        policies_from_config([BASE, {**BASE, "outcome_type": "chargeback", field: text}])
+    assert str(caught.value) == f"policies[1] (fraud/score): {field}={text!r} {problem}"
 
 
 def test_a_full_policy() -> None:
