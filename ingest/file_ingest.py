@@ -180,6 +180,7 @@ class FileIngestor:
         catalog_path = self.layout.state / "files.json"
         hints = load_catalog(catalog_path)
         self._account_losses(plan, pending_stats, hints, given, table, summary)
+        plan = _unique_sources(plan, summary)
         progress.start(sum(_remaining(item) for item in plan))
         for item in plan:
             item.end = item.position
@@ -283,7 +284,10 @@ class FileIngestor:
                     if reported is not None and reported <= item.ident.size:
                         item.truncated_to = reported  # reported by an earlier scan; it only grew since
                     else:
-                        lost = item.position - item.ident.size + max(0, hint.size - item.position)
+                        if reported is not None:  # truncated again: only the bytes below the last report
+                            lost = reported - item.ident.size
+                        else:
+                            lost = item.position - item.ident.size + max(0, hint.size - item.position)
                         _warn(
                             summary,
                             f"{item.log.path} was truncated in place to {item.ident.size} bytes, below "
@@ -342,11 +346,17 @@ class FileIngestor:
                 continue  # replaced since it was identified (rotation, copytruncate): found again next scan
             read_any = False
             with stream:
-                if not _seek(stream, item, summary):
+                before = _seek(stream, item, summary)
+                if before is None:
                     continue
-                start = _resume_point(stream, item, summary)
+                start = _resume_point(stream, item, before, summary)
                 if start is None:
                     continue
+                if start > item.position:
+                    # the skipped bytes' end is committed even if no line follows yet, so the rewrite is
+                    # reported once, not at every scan
+                    batch.add(item, LineBlock.empty(start, start - item.position))
+                    item.end = start
                 reader = LineReader(
                     stream,
                     start,
@@ -354,7 +364,7 @@ class FileIngestor:
                     max_line_bytes=self.max_line_bytes,
                     # Reads no larger than a batch, so small batch settings give small commits.
                     chunk_bytes=max(4096, min(DEFAULT_CHUNK_BYTES, PARSE_BYTES, self.batch_bytes)),
-                    name=str(item.log.path),
+                    name=_source_name(item.log.path),
                 )
                 for block in reader.blocks():
                     read_any = True
@@ -448,40 +458,43 @@ def _reopen(item: _Planned) -> Stream | None:
     return stream
 
 
-def _seek(stream: Stream, item: _Planned, summary: IngestSummary) -> bool:
-    """Move to the committed position; False (with a warning) when a gzip file cannot be read that far."""
+def _seek(stream: Stream, item: _Planned, summary: IngestSummary) -> bytes | None:
+    """Move to the committed position and return the byte before it (b"" at position 0 or past the end);
+    None (with a warning) when a gzip file cannot be read that far."""
     try:
-        stream.seek(item.position)  # gzip: decompresses and discards up to the position
+        if item.position == 0:
+            stream.seek(0)  # `_reopen` read the identifying prefix
+            return b""
+        stream.seek(item.position - 1)  # gzip: decompresses and discards up to there
+        return stream.read(1) or b""
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         # One damaged archive must not stop the other files: skipped, tried again next run.
         _warn(
             summary, f"cannot read {item.log.path} up to byte {item.position} ({exc}); tried again next run"
         )
-        return False
+        return None
     except OSError as exc:
         raise SourceError(f"cannot read {item.log.path}: {exc}") from exc
-    return True
 
 
 _SCAN_BYTES = 64 * 1024
 
 
-def _resume_point(stream: Stream, item: _Planned, summary: IngestSummary) -> int | None:
-    """Where to go on reading a plain file: its committed position when that still ends a line.
+def _resume_point(stream: Stream, item: _Planned, before: bytes, summary: IngestSummary) -> int | None:
+    """Where to go on reading: the committed position when it still ends a line (`before`, the byte
+    before it, is a newline; b"": position 0, or the file is shorter now, a truncation reported apart).
 
     Otherwise the file was rewritten below the position (it lost its tail, say after a crash of the
-    writing host, and grew again past the position): the bytes up to the next line end are the tail of
-    a line that started below the position, so they are skipped and reported with the rewrite, and
-    reading goes on from the next line. None: that line is not complete yet; judged again next scan."""
-    if item.log.gzipped or item.position == 0:
-        return item.position
-    fd = stream.fileno()
-    if os.pread(fd, 1, item.position - 1) in (b"\n", b""):  # b"": shorter now, a truncation (reported)
+    writing host, and grew again past the position; possibly gzipped since): the bytes up to the next
+    line end are the tail of a line that started below the position, so they are skipped and reported
+    with the rewrite, and reading goes on from the next line. None: that line is not complete yet;
+    judged again next scan. The stream is left at the returned position."""
+    if before in (b"\n", b""):
         return item.position
     at = item.position
     while True:
-        piece = os.pread(fd, _SCAN_BYTES, at)
-        newline = piece.find(b"\n")
+        piece = stream.read(_SCAN_BYTES)
+        newline = piece.find(b"\n") if piece else -1
         if newline >= 0:
             at += newline + 1
             break
@@ -508,6 +521,9 @@ def _under(path: Path, given: list[Path]) -> bool:
 
 
 def _warn(summary: IngestSummary, message: str) -> None:
+    # A file name that is not UTF-8 reaches here as surrogate escapes: written as \xNN, printable and
+    # valid in the JSON summary.
+    message = message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     log.warning("%s", message)
     summary.warnings.append(message)
 
@@ -527,7 +543,29 @@ def _lines_table(batch: _Batch) -> pa.Table:
     )
 
 
-def _source_name(path: Path) -> str:
+def _unique_sources(plan: list[_Planned], summary: IngestSummary) -> list[_Planned]:
+    """The plan without files whose `source` name another file already has: rows and positions are
+    matched to their file by that name, so two files sharing it would mix (only a name that is not UTF-8,
+    written with \\xNN escapes, can equal another file's name). UTF-8 names win; the other is reported
+    and left unread until renamed."""
+    taken: dict[str, _Planned] = {}
+    clean = [item for item in plan if _source_name(item.log.path) == str(item.log.path)]
+    for item in clean + [item for item in plan if item not in clean]:
+        name = _source_name(item.log.path)
+        other = taken.get(name)
+        if other is None:
+            taken[name] = item
+        else:
+            _warn(
+                summary,
+                f"{item.log.path} is not read: written with \\xNN escapes for its bytes that are not UTF-8, "
+                f"its name is the name of {other.log.path}; rename one of them",
+            )
+    kept = {id(item) for item in taken.values()}
+    return [item for item in plan if id(item) in kept]
+
+
+def _source_name(path: Path | str) -> str:
     """The path as stored in `source`: text, with bytes that are not UTF-8 (a file name in another
     encoding) written as \\xNN escapes instead of failing the scan."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")

@@ -68,6 +68,11 @@ class LineBlock:
     consumed: int
     """Bytes of the file this block covers (for progress), including skipped over-long bytes."""
 
+    @classmethod
+    def empty(cls, end: int, consumed: int) -> LineBlock:
+        """No lines, only a position: bytes skipped up to `end` (their position is committed anyway)."""
+        return cls(pa.array([], pa.binary()), np.empty(0, np.int64), np.empty(0, np.int64), end, consumed)
+
 
 class LineReader:
     """Reads complete lines from `stream`, which is positioned at byte `start` of the file.

@@ -6,6 +6,7 @@ modules (`service/cli_*.py`) and are attached in `_attach_commands()`.
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from dataclasses import dataclass
@@ -147,6 +148,10 @@ _attach_commands()
 
 def main() -> None:
     """Run the CLI; a HindsightError becomes one line on stderr and a non-zero exit code."""
+    for stream in (sys.stdout, sys.stderr):
+        # A file name that is not UTF-8 (surrogate escapes in Python) must print, not end the command.
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     debug = "--debug" in sys.argv
     fmt_json = "--format" in sys.argv and "json" in sys.argv
     try:

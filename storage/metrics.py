@@ -85,7 +85,7 @@ TASK_COLUMNS = {
         "brier",
     ],
     "multiclass": ["n_scored", "accuracy", "macro_f1", "log_loss"],
-    "regression": ["mae", "rmse", "mape", "r2"],
+    "regression": ["n_scored", "mae", "rmse", "mape", "r2"],
 }
 
 
@@ -551,12 +551,15 @@ def _multiclass(cohort_text: str) -> str:
 
 def _regression(cohort_text: str) -> str:
     # mape divides by max(|y|, EPS) like scikit-learn; r2 is None when the labels are constant (or one).
+    # Rows whose label or prediction is not a finite number ("NaN", "Infinity" logged as text) are left
+    # out, as scores are for binary: one of them would make every metric of the cohort NaN, then null.
     return f"""WITH r AS (
                 SELECT {_KEY}, label_value AS y, predicted_value AS yhat,
                        label_value - avg(label_value) OVER (PARTITION BY {_KEY}) AS centred
                 FROM _hs_eval
-                WHERE labelled AND label_value IS NOT NULL AND predicted_value IS NOT NULL)
-            SELECT g, {cohort_text} AS cohort, avg(abs(y - yhat)) AS mae, sqrt(avg((y - yhat) ** 2)) AS rmse,
+                WHERE labelled AND isfinite(label_value) AND isfinite(predicted_value))
+            SELECT g, {cohort_text} AS cohort, count(*) AS n_scored,
+                   avg(abs(y - yhat)) AS mae, sqrt(avg((y - yhat) ** 2)) AS rmse,
                    avg(abs(y - yhat) / greatest(abs(y), {EPS!r})) AS mape,
                    CASE WHEN count(*) >= 2 AND sum(centred ** 2) > 0 THEN
                        1 - sum((y - yhat) ** 2) / sum(centred ** 2) END AS r2
@@ -600,7 +603,17 @@ def metrics_table(
     values = [[row.get(name) for name in columns] for row in rows]
     if not compact:
         return columns, values
-    dropped = {"service_id", "endpoint_id", "task", "n_observed", "n_implicit", "n_pending", "pending_share"}
+    dropped = {
+        "service_id",
+        "endpoint_id",
+        "task",
+        "n_observed",
+        "n_implicit",
+        "n_pending",
+        "pending_share",
+        "n_scored",
+        "n_unknown_label",
+    }
     keep = [i for i, name in enumerate(columns) if name not in dropped]
     return ["endpoint", *[columns[i] for i in keep]], [
         [f"{row['service_id']}/{row['endpoint_id']}", *[v[i] for i in keep]]

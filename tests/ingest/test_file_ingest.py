@@ -19,7 +19,7 @@ from ingest.summary import IngestSummary
 from service.errors import SourceError, StorageError
 from storage import connect
 from storage.layout import Layout
-from tests.ingest.file_logs import expected, ids_in, qline, quarantine_rows
+from tests.ingest.file_logs import expected, ids_in, qline, quarantine_rows, run_cli
 from tests.ingest.lines import DEFAULT_TS, make_query_line
 
 
@@ -460,3 +460,66 @@ def test_a_partial_plain_copy_beside_a_complete_gzip_is_no_loss(tmp_path: Path) 
     summary = _ingest(root, logs)
     assert (summary.records, summary.truncations, summary.lost_bytes, summary.warnings) == (0, 0, 0, [])
     assert ids_in(root) == expected(range(10))
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_rewrite_ending_at_the_skipped_line_is_reported_once(tmp_path: Path, gzipped: bool) -> None:
+    # The rewritten content ends with the line that straddles the old position: nothing follows the
+    # skipped bytes, so only their committed end keeps the next scans quiet. Gzipped: rotated and
+    # compressed before the scan, which must notice the rewrite all the same.
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    _write(live, range(50))
+    _ingest(root, logs)
+    position = live.stat().st_size
+    os.truncate(live, sum(len(qline(i)) for i in range(40)))
+    _write(live, range(100, 110))  # each one byte longer: the 10th ends 10 bytes past the position
+    assert live.stat().st_size == position + 10
+    if gzipped:
+        rotated = logs / "queries.log.1.gz"
+        rotated.write_bytes(gzip.compress(live.read_bytes()))
+        live.unlink()
+    first = _ingest(root, logs)
+    later = [_ingest(root, logs) for _ in range(2)]
+    assert (first.records, first.truncations, first.lost_bytes) == (0, 1, 10)
+    assert quarantine_rows(root) == []
+    assert [(s.truncations, s.lost_bytes, s.warnings) for s in later] == [(0, 0, [])] * 2
+    assert ids_in(root) == expected(range(50))
+
+
+def test_a_second_truncation_reports_only_the_new_loss(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    _write(live, range(12))
+    _ingest(root, logs)
+    position = live.stat().st_size
+    os.truncate(live, position // 2)
+    first = _ingest(root, logs)
+    os.truncate(live, position // 4)
+    second = _ingest(root, logs)
+    assert (first.lost_bytes, second.lost_bytes) == (position - position // 2, position // 2 - position // 4)
+    assert first.lost_bytes + second.lost_bytes == position - position // 4
+
+
+def test_a_name_that_would_collide_once_escaped_is_left_unread(tmp_path: Path) -> None:
+    # `caf<0xE9>.log` is written `caf\xe9.log` in `source`, which is also the name of a real file here:
+    # the two must not share a position (that re-read and duplicated rows).
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    _write(logs / os.fsdecode(b"caf\xe9.log"), range(5))
+    _write(logs / "caf\\xe9.log", range(10, 15))
+    summaries = [_ingest(root, logs) for _ in range(3)]
+    assert ids_in(root) == expected(range(10, 15))
+    assert all(any("rename one of them" in w for w in s.warnings) for s in summaries)
+
+
+def test_warnings_about_a_non_utf8_name_print_in_the_json_summary(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    odd = logs / os.fsdecode(b"caf\xe9.log")
+    _write(odd, range(6))
+    assert run_cli(root, "ingest", "files", str(logs), "--format", "json").returncode == 0
+    os.truncate(odd, odd.stat().st_size // 2)
+    result = run_cli(root, "ingest", "files", str(logs), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["truncations"] == 1 and summary["lost_bytes"] > 0
+    assert any("caf\\xe9.log was truncated in place" in w for w in summary["warnings"])

@@ -386,7 +386,9 @@ def test_a_misspelt_positive_scores_nothing_instead_of_looking_perfect() -> None
     row = _metrics(rows, [Policy("svc", "ep", positive="Churn")])
     assert (row["n_labelled"], row["n_scored"]) == (3, 0)
     assert row["log_loss"] is None and row["brier"] is None and row["roc_auc"] is None
-    assert row["positive_rate"] == 0.0  # no label is "Churn": visible as n_scored 0 and positive_rate 0
+    # no label or prediction is "Churn": accuracy is 1.0 (every row a true negative), which only
+    # n_scored = 0 and positive_rate = 0 give away (documented in design.md, Metrics)
+    assert (row["positive_rate"], row["accuracy"]) == (0.0, 1.0)
 
 
 def test_numeric_labels_match_numeric_classes_by_value() -> None:
@@ -446,3 +448,24 @@ def test_non_finite_results_become_null() -> None:
     row = _metrics(rows, [])
     assert row["task"] == "regression" and row["mae"] is None and row["rmse"] is None
     json.dumps(row, allow_nan=False)
+
+
+def test_regression_rows_with_a_non_finite_number_are_left_out() -> None:
+    # "NaN" or "Infinity" logged as a prediction (or sent as a label) would make every metric of the
+    # cohort NaN, then null; the metrics use the finite rows and say how many
+    good = [(3.0, 2.5), (1.0, 1.5), (4.0, 4.0), (2.0, 3.0)]
+    rows: list[dict[str, Any]] = [
+        {"label": str(t), "label_value": t, "prediction": str(p), "prediction_value": p} for t, p in good
+    ]
+    rows += [
+        {"label": "2.0", "label_value": 2.0, "prediction": "NaN", "prediction_value": None},
+        {"label": "2.0", "label_value": 2.0, "prediction": "Infinity", "prediction_value": None},
+        {"label": "NaN", "label_value": math.nan, "prediction": "1.0", "prediction_value": 1.0},
+    ]
+    row = _metrics(rows, [])
+    y = np.array([t for t, _ in good])
+    yhat = np.array([p for _, p in good])
+    assert (row["task"], row["n_labelled"], row["n_scored"]) == ("regression", 7, 4)
+    assert _close(row["mae"], _sk(skm.mean_absolute_error, y, yhat))
+    assert _close(row["rmse"], _sk(skm.root_mean_squared_error, y, yhat))
+    assert _close(row["r2"], _sk(skm.r2_score, y, yhat))
