@@ -84,6 +84,16 @@ _PENDING_SCHEMA = pa.schema(
 """The NDJSON lines of `IntakeLog.pending_ndjson`: `seq` and the stored row's keys (ROW_KEYS)."""
 
 
+def _read_ndjson(text: bytes, block_size: int) -> pa.Table:
+    return pa_json.read_json(
+        io.BytesIO(text),
+        read_options=pa_json.ReadOptions(block_size=block_size),
+        parse_options=pa_json.ParseOptions(
+            explicit_schema=_PENDING_SCHEMA, unexpected_field_behavior="error"
+        ),
+    )
+
+
 def ndjson_to_arrow(text: bytes) -> pa.Table:
     """Pending rows as NDJSON (`IntakeLog.pending_ndjson`) as a table of the OUTCOMES schema, in seq order.
 
@@ -93,15 +103,15 @@ def ndjson_to_arrow(text: bytes) -> pa.Table:
     if not text:
         return pending_to_arrow([])
     try:
-        raw = pa_json.read_json(
-            io.BytesIO(text),
-            read_options=pa_json.ReadOptions(block_size=max(1 << 20, len(text) // 4 + 1)),
-            parse_options=pa_json.ParseOptions(
-                explicit_schema=_PENDING_SCHEMA, unexpected_field_behavior="error"
-            ),
-        )
-    except (pa.ArrowInvalid, ValueError) as exc:
-        raise StorageError(f"cannot read pending outcomes from the intake log: {exc}") from exc
+        raw = _read_ndjson(text, max(1 << 20, len(text) // 4 + 1))
+    except (pa.ArrowInvalid, ValueError):
+        # A row longer than a block (an outcome of a few MiB) cannot be parsed in blocks ("straddling
+        # object"); one block of the whole text always can. Failing here fail-stopped the API for good:
+        # the row was acknowledged and every restart met it again (review finding).
+        try:
+            raw = _read_ndjson(text, len(text) + 1)
+        except (pa.ArrowInvalid, ValueError) as exc:
+            raise StorageError(f"cannot read pending outcomes from the intake log: {exc}") from exc
     raw = raw.select(_PENDING_SCHEMA.names).rename_columns(list(PENDING_COLUMNS))
     if not _ascending(raw["seq"]):  # the query orders by seq; sorting (a `take` of every column) is rare
         raw = raw.sort_by("seq")

@@ -164,7 +164,16 @@ def _epoch_us(text: str) -> int:
         head, _, tail = text.partition(".")
         digits = len(tail) - len(tail.lstrip("0123456789"))
         text = f"{head}.{tail[: min(digits, 6)]}{tail[digits:]}"
-    micros = (dt.datetime.fromisoformat(text.upper()) - _EPOCH) // _MICROSECOND
+    try:
+        parsed = dt.datetime.fromisoformat(text.upper())
+    except ValueError as exc:  # the pattern lets through what the calendar or clock refuses
+        # Python's text is clear for dates ("day is out of range for month"), not for offsets
+        if "offset" not in str(exc):
+            raise
+        raise ValueError(
+            f"occurred_at {text} is not a valid RFC 3339 date-time: the offset must be within ±23:59"
+        ) from exc
+    micros = (parsed - _EPOCH) // _MICROSECOND
     if not _EARLIEST_US <= micros < _LATEST_US:
         # Same bounds as prediction timestamps: outside them DuckDB and Python disagree on how to
         # read the value back, and the record's reads would fail for good (review finding).
@@ -255,6 +264,14 @@ def normalise(item: OutcomeIn, new_id: str | None = None) -> Outcome:
     )
 
 
+class FieldProblem(ValueError):
+    """A value the model's types accept but that cannot be stored, naming its field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def _normalised(
     outcome_id: str | None,
     record_id: str | None,
@@ -274,7 +291,10 @@ def _normalised(
     value, value_number, value_json = forms
     key = None if key_pairs is None else orjson.dumps(key_pairs, option=_SORTED).decode()
     occurred = None if occurred_at is None else _epoch_us(occurred_at)
-    attributes = None if raw_attributes is None else orjson.dumps(raw_attributes, option=_SORTED).decode()
+    try:
+        attributes = None if raw_attributes is None else orjson.dumps(raw_attributes, option=_SORTED).decode()
+    except orjson.JSONEncodeError as exc:  # nested deeper than orjson writes (254 levels)
+        raise FieldProblem("attributes", f"attributes cannot be stored: {exc}") from exc
     body = (record_id, key, service_id, endpoint_id, outcome_type, value_json, occurred, attributes)
     fingerprint = blake2b(orjson.dumps(body), digest_size=16).hexdigest()
     generated = outcome_id is None
@@ -413,16 +433,13 @@ def parse_outcomes_model(items: Sequence[Any], *, index_offset: int = 0) -> list
         try:
             outcomes.append(normalise(item, next(ids) if item.outcome_id is None else None))
         except ValueError as exc:  # a date the pattern allows but the calendar does not (2026-02-30)
+            field = exc.field if isinstance(exc, FieldProblem) else "occurred_at"
             problems.append(
-                {
-                    "index": index + index_offset,
-                    "field": "occurred_at",
-                    "loc": ["occurred_at"],
-                    "message": str(exc),
-                }
+                {"index": index + index_offset, "field": field, "loc": [field], "message": str(exc)}
             )
     if problems:
-        raise InvalidOutcome(f"{len(problems)} invalid occurred_at value(s)", details=problems)
+        fields = sorted({p["field"] for p in problems})
+        raise InvalidOutcome(f"{len(problems)} invalid {'/'.join(fields)} value(s)", details=problems)
     return outcomes
 
 

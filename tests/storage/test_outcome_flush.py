@@ -272,3 +272,25 @@ def test_pending_lines_out_of_seq_order_come_back_sorted(tmp_path: Path) -> None
     shuffled = ndjson_to_arrow(b"\n".join(reversed(text.split(b"\n"))))
     assert in_order.column("intake_seq").to_pylist() == [1, 2, 3, 4, 5]
     assert shuffled.equals(in_order)
+
+
+def test_an_outcome_larger_than_a_json_block_is_flushed(tmp_path: Path) -> None:
+    # Arrow's JSON reader parses in blocks (1 MiB here); a row longer than a block used to fail every
+    # flush, fail-stopping the API for good with the acknowledged row stuck in the intake log.
+    root = tmp_path
+    big = "x" * (3 * 1024 * 1024)
+    items = [
+        {"outcome_id": "small-1", "record_id": "r1", "value": 1},
+        {"outcome_id": "big", "record_id": "r2", "value": big, "attributes": {"note": big[:100_000]}},
+        {"outcome_id": "small-2", "record_id": "r3", "value": 2},
+    ]
+    with open_intake(Layout(root).intake_db) as intake:
+        intake.append(parse_outcomes(items), key_id="k1")
+        assert flush_once(intake, root).rows_written == 3
+        assert intake.count_pending() == 0
+    con = storage.connect(root)
+    try:
+        rows = con.execute("SELECT outcome_id, length(value) FROM outcomes ORDER BY intake_seq").fetchall()
+    finally:
+        con.close()
+    assert rows == [("small-1", 1), ("big", len(big)), ("small-2", 1)]

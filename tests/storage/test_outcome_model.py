@@ -150,3 +150,25 @@ def test_a_read_key_with_too_many_paths_is_refused_before_expanding() -> None:
     pairs["context.one_more"] = "2"
     with pytest.raises(InputError, match=f"a key has at most {MAX_KEY_PATHS} paths, got 9"):
         key_candidates(pairs)
+
+
+def test_attributes_nested_deeper_than_can_be_stored_are_a_field_error() -> None:
+    deep: dict[str, object] = {}
+    node = deep
+    for _ in range(300):  # orjson reads up to 1024 levels but writes only 254
+        child: dict[str, object] = {}
+        node["a"] = child
+        node = child
+    with pytest.raises(InvalidOutcome) as caught:
+        parse_outcomes([one(), one(attributes=deep)])
+    [problem] = caught.value.details
+    assert (problem["index"], problem["field"]) == (1, "attributes")
+    assert "cannot be stored" in problem["message"]
+
+
+def test_an_impossible_offset_gets_the_rfc3339_message() -> None:
+    with pytest.raises(InvalidOutcome) as caught:
+        parse_outcomes([one(occurred_at="2026-01-01T00:00:00+24:00")])
+    [problem] = caught.value.details
+    assert problem["field"] == "occurred_at"
+    assert "not a valid RFC 3339 date-time" in problem["message"]
