@@ -549,8 +549,8 @@ def _unique_sources(plan: list[_Planned], summary: IngestSummary) -> list[_Plann
     written with \\xNN escapes, can equal another file's name). UTF-8 names win; the other is reported
     and left unread until renamed."""
     taken: dict[str, _Planned] = {}
-    clean = [item for item in plan if _source_name(item.log.path) == str(item.log.path)]
-    for item in clean + [item for item in plan if item not in clean]:
+    clean = {id(item) for item in plan if _source_name(item.log.path) == str(item.log.path)}
+    for item in sorted(plan, key=lambda item: id(item) not in clean):  # stable: plan order within each
         name = _source_name(item.log.path)
         other = taken.get(name)
         if other is None:

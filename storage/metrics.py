@@ -352,7 +352,7 @@ _TASK_VALUES = {
         # only a finite probability is a score: a missing class or a logged NaN is no score
         ("CASE WHEN isfinite(pos_proba) THEN pos_proba END", "score"),
         # a label that is neither the positive class nor another class of the row's probas (by text or
-        # value): still a negative, but counted, so that a typo in labels or in `positive` shows. One
+        # value): still a negative, but counted, so that a typo in the labels shows. One
         # WHEN per test: a CASE evaluates each only on the rows still undecided, AND/OR evaluate all.
         (
             "CASE WHEN is_pos THEN 0 WHEN probas IS NULL THEN 0 WHEN probas[label] IS NOT NULL THEN 0"
