@@ -523,7 +523,7 @@ def _under(path: Path, given: list[Path]) -> bool:
 def _warn(summary: IngestSummary, message: str) -> None:
     # A file name that is not UTF-8 reaches here as surrogate escapes: written as \xNN, printable and
     # valid in the JSON summary.
-    message = message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    message = _escaped(message)
     log.warning("%s", message)
     summary.warnings.append(message)
 
@@ -549,9 +549,10 @@ def _unique_sources(plan: list[_Planned], summary: IngestSummary) -> list[_Plann
     written with \\xNN escapes, can equal another file's name). UTF-8 names win; the other is reported
     and left unread until renamed."""
     taken: dict[str, _Planned] = {}
-    clean = {id(item) for item in plan if _source_name(item.log.path) == str(item.log.path)}
-    for item in sorted(plan, key=lambda item: id(item) not in clean):  # stable: plan order within each
-        name = _source_name(item.log.path)
+    names = {id(item): _source_name(item.log.path) for item in plan}
+    # UTF-8 names first (their escaped form is the name itself); sorted is stable: plan order within each
+    for item in sorted(plan, key=lambda item: names[id(item)] != str(item.log.path)):
+        name = names[id(item)]
         other = taken.get(name)
         if other is None:
             taken[name] = item
@@ -565,10 +566,16 @@ def _unique_sources(plan: list[_Planned], summary: IngestSummary) -> list[_Plann
     return [item for item in plan if id(item) in kept]
 
 
-def _source_name(path: Path | str) -> str:
+def _source_name(path: Path) -> str:
     """The path as stored in `source`: text, with bytes that are not UTF-8 (a file name in another
     encoding) written as \\xNN escapes instead of failing the scan."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return _escaped(str(path))
+
+
+def _escaped(text: str) -> str:
+    """`text` with its surrogate escapes (how Python holds file-name bytes that are not UTF-8) written
+    as \\xNN: printable, and valid in JSON and Arrow."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _count(summary: IngestSummary, report: CommitReport, predictions: pa.Table, pending: _Pending) -> None:

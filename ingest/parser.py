@@ -56,17 +56,15 @@ class _Session:
         """
         self.cursor.register(view, table)
         try:
-            if table.num_rows > _SCAN_BATCH_ROWS:
-                relation = self.cursor.sql(query)
-                if relation is None:  # cannot happen for a SELECT; keeps the type checker honest
-                    raise duckdb.InternalException(f"{name} returned no relation")
-                return relation.to_arrow_table()
-            if name not in self._prepared:
-                self.cursor.execute(f"PREPARE {name} AS {query}")
-                self._prepared.add(name)
-            result = self.cursor.sql(f"EXECUTE {name}")
+            statement = query
+            if table.num_rows <= _SCAN_BATCH_ROWS:
+                if name not in self._prepared:
+                    self.cursor.execute(f"PREPARE {name} AS {query}")
+                    self._prepared.add(name)
+                statement = f"EXECUTE {name}"
+            result = self.cursor.sql(statement)
             if result is None:  # cannot happen for a SELECT; keeps the type checker honest
-                raise duckdb.InternalException(f"EXECUTE {name} returned no relation")
+                raise duckdb.InternalException(f"{name} returned no relation")
             return result.to_arrow_table()
         finally:
             self.cursor.unregister(view)  # do not keep the input alive until the next call
