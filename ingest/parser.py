@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest.fastline import UTC_ZONES, parse_fast
 from ingest.parse_sql import BATCH_QUERY, LINES_QUERY, MACROS
 from service.errors import ConfigError, InputError
 from storage.schemas import PREDICTIONS, QUARANTINE
@@ -27,9 +28,10 @@ _OTHERS = pa.schema([("kind", pa.int32()), ("idx", pa.int64()), ("reason", pa.st
 
 @dataclass(frozen=True)
 class _Rows:
-    """The query output split once: full record rows (kind 0) and the small (kind, idx, reason) rest."""
+    """Parsed lines: tables of record rows (the prediction columns, from the C parser or the SQL query;
+    `_predictions` casts each) and the small (kind, idx, reason) rows of quarantined and skipped lines."""
 
-    records: pa.Table
+    records: list[pa.Table]
     others: pa.Table
 
 
@@ -85,11 +87,15 @@ class ParseResult:
 class LineParser:
     """Turns a table of raw log lines into rows of the predictions and quarantine tables.
 
-    Thread-safe: each thread's `parse` calls run on its own DuckDB cursor of the parser's connection.
+    Lines of the common shape are parsed by the C parser (`ingest.fastline`); the others, and every
+    line when `fast` is false, by the DuckDB SQL statements (`ingest.parse_sql`), which give the same
+    rows for the lines both can parse. Thread-safe: the C parser holds no state and releases the GIL;
+    each thread's SQL runs on its own DuckDB cursor of the parser's connection.
     """
 
-    def __init__(self, source_tz: str = "UTC") -> None:
+    def __init__(self, source_tz: str = "UTC", *, fast: bool = True) -> None:
         self.source_tz = _validate_zone(source_tz)
+        self.fast = fast
         self._con = duckdb.connect(":memory:")
         self._con.execute(MACROS)
         self._lock = threading.Lock()
@@ -114,26 +120,39 @@ class LineParser:
                 details={"missing": missing, "columns": lines.column_names},
             )
         ingested = _utc(ingested_at)
-        prepared = _prepare(lines)
-        out = self._run_resilient(prepared)
-        return _assemble(out, lines, prepared, ingested)
+        base = _base(lines)
+        out = self._run(base)
+        return _assemble(out, lines, base, ingested)
 
-    def _run_resilient(self, prepared: pa.Table) -> _Rows:
+    def _run(self, base: pa.Table) -> _Rows:
+        """The C parser over every line, then the SQL statements over the lines it left."""
+        if not self.fast or base.num_rows == 0:
+            return self._sql_resilient(_with_text(base))
+        fast = parse_fast(base, a_is_utc=self.source_tz in UTC_ZONES)
+        others = [_kind_rows(fast.skipped_idx, 2, None)]
+        records = [fast.records]
+        if fast.fallback.any():
+            sql = self._sql_resilient(_with_text(base.filter(pa.array(fast.fallback))))
+            records += sql.records
+            others.append(sql.others)
+        return _Rows(records, _concat(others))
+
+    def _sql_resilient(self, prepared: pa.Table) -> _Rows:
         """Run the queries; if DuckDB fails on some line, split the batch to isolate and quarantine it."""
         try:
-            return self._run(prepared)
+            return self._sql(prepared)
         except duckdb.Error as exc:
             if prepared.num_rows <= 1:
                 reason = f"could not be parsed: {str(exc).splitlines()[0][:200]}"
-                return _Rows(_empty_records(), _failed_rows(prepared, reason))
+                return _Rows([], _failed_rows(prepared, reason))
         half = prepared.num_rows // 2
         first, second = (
-            self._run_resilient(prepared.slice(0, half)),
-            self._run_resilient(prepared.slice(half)),
+            self._sql_resilient(prepared.slice(0, half)),
+            self._sql_resilient(prepared.slice(half)),
         )
-        return _Rows(_concat([first.records, second.records]), _concat([first.others, second.others]))
+        return _Rows(first.records + second.records, _concat([first.others, second.others]))
 
-    def _run(self, prepared: pa.Table) -> _Rows:
+    def _sql(self, prepared: pa.Table) -> _Rows:
         """The query output (see `ingest.parse_sql`), split once into record rows (single and batch
         records) and (kind, idx, reason) rows for quarantined and skipped lines."""
         session = self._session()
@@ -144,17 +163,19 @@ class LineParser:
         if not is_batch.any():
             return records
         batch_lines = per_line.filter(pa.array(is_batch))
-        # `idx` counts from the start of the input; `prepared` may be a slice of it (_run_resilient)
-        first = prepared.column("idx")[0].as_py() if prepared.num_rows else 0
-        at = pc.subtract(batch_lines.column("idx"), pa.scalar(first, pa.int64()))
-        batch_lines = batch_lines.append_column("s", prepared.column("s").take(at))
-        exploded = session.run("hs_batch", "batch_in", batch_lines, BATCH_QUERY).cast(records.records.schema)
+        # `idx` counts from the start of the whole input; `prepared` may be a slice of it or the lines
+        # the C parser left (both keep idx ascending): find each batch line's row by its idx
+        at = np.searchsorted(prepared.column("idx").to_numpy(), batch_lines.column("idx").to_numpy())
+        batch_lines = batch_lines.append_column("s", prepared.column("s").take(pa.array(at)))
+        exploded = session.run("hs_batch", "batch_in", batch_lines, BATCH_QUERY).cast(
+            per_line.drop_columns(["env"]).schema
+        )
         items = _split(exploded, exploded.column("kind").to_numpy())
         others = [records.others, items.others]
         empty = np.setdiff1d(batch_lines.column("idx").to_numpy(), exploded.column("idx").to_numpy())
         if len(empty):  # a batch of zero items yields no row: count the line as skipped
             others.append(_kind_rows(pa.array(empty, pa.int64()), 2, None))
-        return _Rows(_concat([records.records, items.records]), _concat(others))
+        return _Rows(records.records + items.records, _concat(others))
 
 
 def _validate_zone(name: str) -> str:
@@ -186,29 +207,35 @@ def _utc(when: datetime | None) -> datetime:
     return when.astimezone(UTC)
 
 
-def _prepare(lines: pa.Table) -> pa.Table:
-    """The `lines_in` relation: decoded, newline-stripped text (NULL when not UTF-8) and sizes."""
+def _base(lines: pa.Table) -> pa.Table:
+    """The input with its row number `idx` and sizes: `line` (binary, as read), n_bytes, line_bytes, source,
+    source_position, fallback_ts."""
     n = lines.num_rows
     raw = lines.column("line")
     if raw.type != pa.binary():
         raw = raw.cast(pa.binary())
-    n_bytes = pc.binary_length(raw).cast(pa.int64())
-    text = pc.utf8_rtrim(_as_utf8(raw), characters="\r\n")
     if "fallback_ts" in lines.column_names:
         fallback = lines.column("fallback_ts").cast(_INPUT_TS)
     else:
         fallback = pa.nulls(n, _INPUT_TS)
-    table = pa.table(
+    return pa.table(
         {
             "idx": pa.array(np.arange(n, dtype=np.int64)),
-            "s": text,
-            "n_bytes": n_bytes,
+            "line": raw,
+            "n_bytes": pc.binary_length(raw).cast(pa.int64()),
             "line_bytes": lines.column("line_bytes").cast(pa.int64()),
             "source": lines.column("source").cast(pa.string()),
             "source_position": lines.column("source_position").cast(pa.int64()),
             "fallback_ts": fallback,
         }
     )
+
+
+def _with_text(base: pa.Table) -> pa.Table:
+    """The SQL statements' `lines_in`: `base` with the decoded, newline-stripped text `s` (NULL when not
+    UTF-8) instead of the bytes, sliced so that DuckDB scans it on all cores."""
+    text = pc.utf8_rtrim(_as_utf8(base.column("line")), characters="\r\n")
+    table = base.drop_columns(["line"]).add_column(1, "s", text)
     # DuckDB scans an Arrow table with one thread per record batch: slice (zero-copy) so all cores work
     return pa.Table.from_batches(table.to_batches(max_chunksize=_SCAN_BATCH_ROWS), table.schema)
 
@@ -245,21 +272,15 @@ def _split(out: pa.Table, kind: np.ndarray) -> _Rows:
     others = (
         rest.slice(0, 0) if n_records == out.num_rows else rest.filter(pa.array(~is_record & (kind != 3)))
     )
-    return _Rows(records, others.cast(_OTHERS))
+    return _Rows([records] if n_records else [], others.cast(_OTHERS))
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
-    """Tables of one schema as one table (zero-copy: their chunks are kept); empty tables are dropped, as
-    the empty records table of a line that DuckDB failed on has no columns but `kind`."""
+    """Tables of one schema as one table (zero-copy: their chunks are kept); empty tables are dropped."""
     full = [table for table in tables if table.num_rows]
     if len(full) <= 1:
         return full[0] if full else tables[0]
     return pa.concat_tables(full)
-
-
-def _empty_records() -> pa.Table:
-    """A records table with no rows, for a batch of one line that DuckDB failed on."""
-    return pa.table({"kind": pa.array([], pa.int32())})
 
 
 def _failed_rows(prepared: pa.Table, reason: str) -> pa.Table:
@@ -280,18 +301,17 @@ def _kind_rows(idx: pa.Array | pa.ChunkedArray, kind: int, reason: str | None) -
     )
 
 
-def _assemble(out: _Rows, lines: pa.Table, prepared: pa.Table, ingested: datetime) -> ParseResult:
+def _assemble(out: _Rows, lines: pa.Table, base: pa.Table, ingested: datetime) -> ParseResult:
     """Turn the split query output into the two tables and the counts."""
-    records = out.records
     kind = out.others.column("kind").to_numpy()
-    n_records = records.num_rows
+    n_records = sum(table.num_rows for table in out.records)
     n_quarantined = int(np.count_nonzero(kind == 1))
     n_skipped = int(np.count_nonzero(kind == 2))
     bad = out.others.select(["idx", "reason"])
     bad = bad.filter(pa.array(kind == 1)) if n_quarantined else bad.slice(0, 0)
     return ParseResult(
-        predictions=_predictions(records, ingested),
-        quarantine=_quarantine(bad, lines, prepared, ingested),
+        predictions=_predictions(out.records, ingested),
+        quarantine=_quarantine(bad, lines, base, ingested),
         lines=lines.num_rows,
         records=n_records,
         skipped=n_skipped,
@@ -299,11 +319,18 @@ def _assemble(out: _Rows, lines: pa.Table, prepared: pa.Table, ingested: datetim
     )
 
 
-def _predictions(records: pa.Table, ingested: datetime) -> pa.Table:
-    """The kind-0 rows as a PREDICTIONS table (UTC `ts`, its UTC `day`, one `ingested_at`)."""
-    n = records.num_rows
-    if n == 0:
+def _predictions(parts: list[pa.Table], ingested: datetime) -> pa.Table:
+    """The record rows as one PREDICTIONS table."""
+    tables = [_prediction_rows(part, ingested) for part in parts if part.num_rows]
+    if not tables:
         return PREDICTIONS.empty_table()
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+
+def _prediction_rows(records: pa.Table, ingested: datetime) -> pa.Table:
+    """Record rows (of the SQL query or the C parser) as a PREDICTIONS table (UTC `ts`, its UTC `day`,
+    one `ingested_at`)."""
+    n = records.num_rows
     ts = records.column("ts").cast(_INPUT_TS)
     columns: dict[str, pa.ChunkedArray | pa.Array] = {}
     for field in PREDICTIONS:
@@ -318,14 +345,14 @@ def _predictions(records: pa.Table, ingested: datetime) -> pa.Table:
     return pa.table(columns, schema=PREDICTIONS)
 
 
-def _quarantine(bad: pa.Table, lines: pa.Table, prepared: pa.Table, ingested: datetime) -> pa.Table:
+def _quarantine(bad: pa.Table, lines: pa.Table, base: pa.Table, ingested: datetime) -> pa.Table:
     """The kind-1 rows as a QUARANTINE table; `raw` is rebuilt in Python from the input bytes (rare)."""
     if bad.num_rows == 0:
         return QUARANTINE.empty_table()
     rows = bad.column("idx").to_numpy()
     picked = lines.take(pa.array(rows))
     raw_lines = picked.column("line").to_pylist()
-    n_bytes = pc.fill_null(prepared.column("n_bytes").take(pa.array(rows)), 0).to_numpy()
+    n_bytes = pc.fill_null(base.column("n_bytes").take(pa.array(rows)), 0).to_numpy()
     line_bytes = pc.fill_null(picked.column("line_bytes"), 0).to_numpy()
     n = bad.num_rows
     return pa.table(
