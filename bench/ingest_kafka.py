@@ -226,16 +226,15 @@ Where the CPU goes (in-process, 100,000 of the same lines, CPU microseconds per 
 | stage | CPU µs/message |
 |---|---:|
 | building the parser's Arrow input (`ingest/kafka_batch.py`) | {costs["build"]:.1f} |
-| parsing (`ingest/parser.py`, DuckDB) | {costs["parse"]:.1f} |
+| parsing (`ingest/parser.py`: C for the common line, DuckDB SQL for the rest) | {costs["parse"]:.1f} |
 | committing rows + offsets (`storage/commit.py`, delta-rs) | {costs["commit"]:.1f} |
 | for comparison: `json.loads` of the value (the bare loop's work) | {costs["json.loads"]:.1f} |
 
-Parsing dominates; the consumer's own per-message work (collecting four attributes, building the
-table) is a small fraction of it. Build + parse + commit cost {stages_vs_json:.1f} times the bare loop's
-json.loads per message (consuming costs the same on both sides), which hindsight's four threads
-(consume, two parsers, commit) can only hide with idle cores, so its rate depends on how much of
-the two cores the rest of the machine leaves it. Reaching 0.7 here needs a cheaper parse
-(ingest/parser.py), not a different consumer.
+The consumer's own per-message work (collecting four attributes, building the table) is a small
+fraction of the total. Build + parse + commit cost {stages_vs_json:.1f} times the bare loop's json.loads
+per message (consuming costs the same on both sides), spread over hindsight's four threads (consume,
+two parsers, commit), so its rate depends on how much of the two cores the rest of the machine
+leaves it.
 """
     if not args.no_write:
         _write_section(text)

@@ -155,7 +155,7 @@ class FileIngestor:
         self.batch_bytes = batch_bytes
         # One parser (one DuckDB database) per thread: calls on one connection do not run in
         # parallel, so with parse_threads=2 two pieces are parsed at once. One call already uses
-        # every core, so on two cores this gains 0-13% and costs ~240 MiB (docs/design.md).
+        # both cores, so on two cores this gains nothing reliable (docs/design.md).
         self._parse_threads = max(1, parse_threads)
         self._parsers: queue.Queue[LineParser] = queue.Queue()
         for _ in range(self._parse_threads):
