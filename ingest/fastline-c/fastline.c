@@ -10,6 +10,7 @@ columns the SQL parser gives (tests/ingest/test_fastline.py compares both).
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <locale.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -18,10 +19,13 @@ columns the SQL parser gives (tests/ingest/test_fastline.py compares both).
 #include "json_scan.h"
 #include "md5.h"
 
+static locale_t C_NUMBERS; /* the "C" locale, for the numbers in JSON */
+
 #define STATUS_RECORD 0
 #define STATUS_SKIP 2
 #define STATUS_FALLBACK 255
 #define MAX_FLAT 64
+#define MAX_PROBAS 256 /* classes in one probas object; more are left to SQL (the duplicate check is quadratic) */
 
 static const char QUERY_LOGGER[] = "dku.apinode.audit.queries";
 static const char QUERY_TOPIC[] = "apinode-query";
@@ -298,6 +302,7 @@ static const char *walk_probas(Walk *w, const char *p, const char *end, int dept
         while (ke < end && *ke != '"' && *ke != '\\' && (unsigned char)*ke >= 0x20) ke++;
         if (ke >= end || *ke != '"') return NULL;
         size_t klen = (size_t)(ke - ks);
+        if (o->proba_entries - w->probas_first >= MAX_PROBAS) return NULL;
         const int32_t *offsets = (const int32_t *)keys->offsets.p;
         int64_t last = (int64_t)(keys->offsets.len / sizeof(int32_t)) - 1;
         for (int64_t i = last - (o->proba_entries - w->probas_first); i < last; i++) {
@@ -784,7 +789,9 @@ static PyObject *parse(PyObject *self, PyObject *args) {
     PyObject *result = NULL;
     Out o;
     memset(&o, 0, sizeof o);
-    if (first < 0 || n < 0 || offsets.len < (first + n + 1) * (Py_ssize_t)sizeof(int32_t) || eligible.len < n) {
+    /* rows [first, first + n] of the offsets must exist; compared without a product that could overflow */
+    Py_ssize_t n_offsets = offsets.len / (Py_ssize_t)sizeof(int32_t);
+    if (first < 0 || n < 0 || n_offsets < 1 || first > n_offsets - 1 - n || eligible.len < n) {
         PyErr_SetString(PyExc_ValueError, "offsets or eligibility buffer too short for the rows given");
         goto done;
     }
@@ -801,6 +808,9 @@ static PyObject *parse(PyObject *self, PyObject *args) {
     put_i32(&o.fixed[F_PROBAS_OFF], 0);
     buf_reserve(&o.status, (size_t)n);
     Py_BEGIN_ALLOW_THREADS
+    /* strtod and snprintf follow the thread's locale: read and write numbers the JSON way whatever the
+       embedding process set (uselocale changes this thread only) */
+    locale_t before = uselocale(C_NUMBERS);
     for (Py_ssize_t i = 0; i < n; i++) {
         int status = STATUS_FALLBACK;
         if (ok[i]) {
@@ -812,6 +822,7 @@ static PyObject *parse(PyObject *self, PyObject *args) {
         }
         buf_byte(&o.status, (char)status);
     }
+    uselocale(before);
     Py_END_ALLOW_THREADS
     if (out_failed(&o)) {
         PyErr_NoMemory();
@@ -847,6 +858,8 @@ static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_fastline", "One-pas
                                     NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__fastline(void) {
+    C_NUMBERS = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+    if (C_NUMBERS == (locale_t)0) return PyErr_NoMemory();
     md5_init_constants();
     json_init();
     TS_MIN = days_from_civil(1900, 1, 1) * 86400 * INT64_C(1000000);

@@ -260,6 +260,8 @@ int json_number_value(const Num *n, double *result) {
     memcpy(text, n->start, len);
     text[len] = 0;
     *result = strtod(text, NULL);
+    /* an integer zero is 0 for DuckDB, also when written -0 (a double -0.0 keeps its sign) */
+    if (*result == 0 && !n->has_frac && !n->has_exp) *result = 0.0;
     return isfinite(*result);
 }
 

@@ -45,9 +45,24 @@ def assert_same(lines: list[bytes], **table_args: Any) -> ParseResult:
     ours, theirs = fast.predictions.sort_by(order), sql.predictions.sort_by(order)
     for name in ours.column_names:
         if name != "ingested_at":
-            assert ours.column(name).to_pylist() == theirs.column(name).to_pylist(), name
+            assert _exact(ours.column(name).to_pylist()) == _exact(theirs.column(name).to_pylist()), name
     assert fast.quarantine.sort_by("source_position").equals(sql.quarantine.sort_by("source_position"))
     return fast
+
+
+def _exact(value: Any) -> Any:
+    """`value` with every float as its repr, so that -0.0 and 0.0 differ (== calls them equal)."""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return [_exact(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _exact(v) for k, v in value.items()}
+    return value
+
+
+def test_exact_tells_negative_zero_apart() -> None:
+    assert _exact([0.0, ("a", 1.5)]) != _exact([-0.0, ("a", 1.5)])
 
 
 def test_generated_logs_give_the_sql_parsers_rows_and_nearly_all_go_through_c() -> None:
@@ -93,6 +108,11 @@ TAKEN = {
     "B offset -0530": make_query_line("B", timestamp="2026-03-02T04:15:04.112-0530"),
     "B offset +1530": make_query_line("B", timestamp="2026-03-02T04:15:04.112+1530"),
     "numeric prediction": make_query_line(result={"prediction": 231500.0}),
+    "integer -0 everywhere": make_query_line(
+        result={"prediction": 12345, "probas": {"a": 12345}, "probaPercentile": 12345}
+    ).replace(b"12345", b"-0"),
+    "flat probas -0": make_query_line(result={"proba_a": 12345}).replace(b"12345", b"-0"),
+    "double -0.0": make_query_line(result={"prediction": -0.0, "probas": {"a": -0.0}}),
     "big integer prediction": make_query_line(result={"prediction": 123456789012345678901}),
     "boolean prediction": make_query_line(result={"prediction": True}),
     "empty probas": make_query_line(result={"prediction": "a", "probas": {}}),
@@ -161,6 +181,7 @@ LEFT = {
     "probas and flat probas": make_query_line(result={"probas": {"a": 1}, "proba_a": 1}),
     "probas value text": make_query_line(result={"probas": {"a": "0.3"}}),
     "probas value null": make_query_line(result={"probas": {"a": None}}),
+    "probas with 257 classes": make_query_line(result={"probas": {f"c{i}": 0.5 for i in range(257)}}),
     "features not an object": make_query_line(features=[1]),
     "result not an object": make_query_line(result="x"),
     "percentile text": make_query_line(result={"probaPercentile": "9"}),
@@ -262,8 +283,17 @@ def test_record_ids_are_md5_of_the_line(data: bytes) -> None:
     assert _fastline.md5_hex(data) == hashlib.md5(data).hexdigest()
 
 
+def test_probas_of_256_classes_are_still_taken() -> None:
+    line = make_query_line(result={"probas": {f"c{i}": 0.5 for i in range(256)}})
+    assert statuses([line]) == [RECORD]
+    assert_same([line])
+
+
 def test_the_c_parser_checks_its_buffers() -> None:
     text = pa.array(["{}"])
     _, offsets, data = text.buffers()
     with pytest.raises(ValueError, match="too short"):
         _fastline.parse(data, offsets, 0, 5, b"\x01", True)
+    # a first row so large that first + n overflows a product of sizes
+    with pytest.raises(ValueError, match="too short"):
+        _fastline.parse(data, offsets, (1 << 62) - (1 << 40), 1, b"\x01", True)
