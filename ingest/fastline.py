@@ -10,6 +10,7 @@ are in docs/design.md, "Parser speed (fourth pass)").
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +20,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest import _fastline
+try:
+    from ingest import _fastline
+except ImportError:  # built without a C compiler (the extension is optional): SQL parses every line
+    _fastline = None  # type: ignore[assignment]
+
+AVAILABLE = _fastline is not None
+"""Whether the C extension was built; when it was not, `LineParser` uses the SQL statements alone."""
 
 UTC_ZONES = frozenset({"UTC", "Etc/UTC"})
 """Source zones under which envelope A's local timestamps are UTC: only then does the C code read them
@@ -75,7 +82,7 @@ def parse_fast(base: pa.Table, *, a_is_utc: bool) -> FastParse:
         for first, count in _pieces(chunk):
             jobs.append((chunk, first, count, ok[first : first + count].tobytes()))
         start += len(chunk)
-    outputs = list(_pool().map(lambda job: _call(job, a_is_utc), jobs))
+    outputs = _run_jobs(jobs, a_is_utc)
     status_parts: list[np.ndarray] = []
     tables: list[pa.Table] = []
     row0 = 0
@@ -100,6 +107,17 @@ def parse_fast(base: pa.Table, *, a_is_utc: bool) -> FastParse:
     )
 
 
+def _run_jobs(jobs: list[tuple[pa.Array, int, int, bytes]], a_is_utc: bool) -> list[dict[str, Any]]:
+    """The C calls, in order: on the pool's two threads, or on this thread for a single piece or once the
+    interpreter is shutting down (the pool then takes no work, and a parse must not fail for that)."""
+    if len(jobs) > 1:
+        try:
+            return list(_pool().map(lambda job: _call(job, a_is_utc), jobs))
+        except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
+            pass
+    return [_call(job, a_is_utc) for job in jobs]
+
+
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -111,6 +129,16 @@ def _pool() -> ThreadPoolExecutor:
         if _POOL is None:
             _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hindsight-fastline")
         return _POOL
+
+
+def _forget_pool() -> None:
+    """In a forked child: the parent's pool threads do not exist there, so start afresh (a pool inherited
+    with them would wait for ever)."""
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _call(job: tuple[pa.Array, int, int, bytes], a_is_utc: bool) -> dict[str, Any]:

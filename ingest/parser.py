@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,10 +14,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest import fastline
 from ingest.fastline import UTC_ZONES, parse_fast
 from ingest.parse_sql import BATCH_QUERY, LINES_QUERY, MACROS
 from service.errors import ConfigError, InputError
 from storage.schemas import PREDICTIONS, QUARANTINE
+
+log = logging.getLogger(__name__)
 
 RAW_LIMIT = 64 * 1024
 """`quarantine.raw` keeps at most this many bytes of a line (its full size is in `raw_bytes`)."""
@@ -95,7 +100,9 @@ class LineParser:
 
     def __init__(self, source_tz: str = "UTC", *, fast: bool = True) -> None:
         self.source_tz = _validate_zone(source_tz)
-        self.fast = fast
+        if fast and not fastline.AVAILABLE:
+            _warn_no_c_parser()
+        self.fast = fast and fastline.AVAILABLE
         self._con = duckdb.connect(":memory:")
         self._con.execute(MACROS)
         self._lock = threading.Lock()
@@ -176,6 +183,15 @@ class LineParser:
         if len(empty):  # a batch of zero items yields no row: count the line as skipped
             others.append(_kind_rows(pa.array(empty, pa.int64()), 2, None))
         return _Rows(records.records + items.records, _concat(others))
+
+
+@functools.cache
+def _warn_no_c_parser() -> None:
+    """Said once per process: the install has no C parser, so parsing is several times slower."""
+    log.warning(
+        "the C line parser (ingest._fastline) is not built: every line is parsed by DuckDB SQL, several "
+        "times slower; reinstall hindsight with a C compiler and the Python headers present"
+    )
 
 
 def _validate_zone(name: str) -> str:
@@ -308,7 +324,9 @@ def _assemble(out: _Rows, lines: pa.Table, base: pa.Table, ingested: datetime) -
     n_quarantined = int(np.count_nonzero(kind == 1))
     n_skipped = int(np.count_nonzero(kind == 2))
     bad = out.others.select(["idx", "reason"])
-    bad = bad.filter(pa.array(kind == 1)) if n_quarantined else bad.slice(0, 0)
+    # in line order: which lines reach each statement (and where a failing batch is split) depends on
+    # what the C parser took, so the order of the pieces alone would differ between the two paths
+    bad = bad.filter(pa.array(kind == 1)).sort_by("idx") if n_quarantined else bad.slice(0, 0)
     return ParseResult(
         predictions=_predictions(out.records, ingested),
         quarantine=_quarantine(bad, lines, base, ingested),

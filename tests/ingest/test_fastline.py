@@ -5,16 +5,22 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest import _fastline
+import ingest.parser as parser_module
+from ingest import _fastline, fastline
 from ingest.fastline import parse_fast
 from ingest.parser import LineParser, ParseResult, _base
 from service.loggen import iter_lines
@@ -223,6 +229,84 @@ def test_envelope_a_in_another_zone_is_left_to_sql() -> None:
     fast = LineParser("Europe/Paris").parse(lines_table([line]), ingested_at=INGESTED)
     sql = LineParser("Europe/Paris", fast=False).parse(lines_table([line]), ingested_at=INGESTED)
     assert fast.predictions.column("ts").equals(sql.predictions.column("ts"))
+
+
+def test_without_the_c_extension_every_line_goes_through_sql(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(fastline, "AVAILABLE", False)
+    parser = LineParser()
+    assert parser.fast is False
+    assert "not built" in caplog.text
+    lines = [line.text for line in itertools.islice(iter_lines(days=1, per_day=300), 200)]
+    table = lines_table(lines)
+    ours, reference = parser.parse(table, ingested_at=INGESTED), SQL.parse(table, ingested_at=INGESTED)
+    assert ours.predictions.equals(reference.predictions)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_parses_after_its_parent_did() -> None:
+    lines = [line.text for line in itertools.islice(iter_lines(days=1, per_day=3000), 3000)]
+    table = lines_table(lines)
+    expected = FAST.parse(table).records  # the parent's pool threads are running now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: parse (two pieces, so the pool is used), report, leave at once
+        signal.alarm(20)
+        try:
+            os.write(write, str(LineParser().parse(table).records).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status), "the child was killed: its parse hung"
+    assert int(os.read(read, 64) or b"-1") == expected
+
+
+def test_a_parse_after_interpreter_shutdown_began_still_parses() -> None:
+    script = (
+        "import threading, time\n"
+        "from ingest.parser import LineParser\n"
+        "from tests.ingest.lines import lines_table, make_query_line\n"
+        "table = lines_table([make_query_line()] * 40000)\n"
+        "def late():\n"
+        "    time.sleep(1)\n"
+        "    print('records', LineParser().parse(table).records, flush=True)\n"
+        "threading.Thread(target=late).start()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "records 40000" in done.stdout, done.stderr
+
+
+def test_quarantine_rows_come_in_line_order_after_a_duckdb_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = parser_module._Session.run
+
+    def failing(self: Any, name: str, view: str, table: pa.Table, query: str) -> pa.Table:
+        if name == "hs_lines" and any("BOOM" in (s or "") for s in table.column("s").to_pylist()):
+            raise duckdb.InvalidInputException("Invalid Input Error: boom")
+        return run(self, name, view, table, query)
+
+    monkeypatch.setattr(parser_module._Session, "run", failing)
+    mismatch = make_line(make_batch_message(2, results=[{"prediction": 1}]), "C")
+    lines = [
+        make_query_line(),
+        mismatch,
+        b"bad",
+        make_query_line("C"),
+        make_query_line("C", serviceId="BOOM"),
+    ]
+    table = lines_table(lines)
+    fast = FAST.parse(table, ingested_at=INGESTED)
+    sql = SQL.parse(table, ingested_at=INGESTED)
+    assert fast.quarantine.equals(sql.quarantine)  # not re-sorted: the same order from both
+    assert fast.quarantine.column("source_position").to_pylist() == sorted(
+        fast.quarantine.column("source_position").to_pylist()
+    )
+    assert [r.split(":")[0] for r in fast.quarantine.column("reason").to_pylist()] == [
+        "batch",
+        "not valid JSON",
+        "could not be parsed",
+    ]
 
 
 def test_lines_too_long_or_not_utf8_are_left_to_sql() -> None:
