@@ -35,7 +35,8 @@ UTC_ZONES = frozenset({"UTC", "Etc/UTC"})
 _MAX_CALL_BYTES = 256 * 1024 * 1024
 """Input text per C call at most, so that no output string column can pass Arrow's 2 GiB offsets."""
 _MIN_SPLIT_BYTES = 1024 * 1024
-"""A chunk with less text than twice this is parsed in one call (a thread hand-off is not worth it)."""
+"""No piece holds less text than this (below it a thread hand-off costs more than it saves): a chunk of
+less is parsed in one call."""
 
 _STRING_COLUMNS = (
     "record_id",
