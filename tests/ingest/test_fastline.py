@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -359,6 +360,34 @@ def test_generated_lines_give_the_same_rows_whichever_parser_reads_them(
         text = text.replace("0.71", proba)
         lines.append(text.encode())
     assert_same(lines)
+
+
+_MUTATIONS = [b'"', b"\\", b"{", b"}", b"[", b"]", b",", b":", b"1e5", b"-", b".", b"null", b"true"]
+_MUTATIONS += [b"\\u00e9", b" ", b'"proba_x":1', b'"items":[]', b'"results":[{}]', b"-0", b"1.50", b"1E-7"]
+_MUTATIONS += [b"123456789012345678901", b'"probas":{}', b'"ignored":true', b"\xc3\xa9", b'"topic":null']
+
+
+def test_mutated_lines_give_the_same_rows_whichever_parser_reads_them() -> None:
+    # generated lines with a few random edits each (deleted bytes, inserted JSON pieces, changed
+    # characters): most become lines that one path or the other must refuse, quarantine or skip
+    rng = random.Random(2026)
+    base = [line.text for line in itertools.islice(iter_lines(days=3, per_day=400), 600)]
+    lines = []
+    for _ in range(3000):
+        line = bytearray(rng.choice(base))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(line) + 1)
+            roll = rng.random()
+            if roll < 0.25 and line:
+                del line[at % len(line) : at % len(line) + rng.randint(1, 6)]
+            elif roll < 0.75:
+                line[at:at] = rng.choice(_MUTATIONS)
+            elif line:
+                line[at % len(line)] = rng.choice(b'0123456789.-+eE"{}[],: ')
+        lines.append(bytes(line))
+    assert_same(lines)
+    done = statuses(lines)
+    assert done.count(RECORD) > 200 and done.count(FALLBACK) > 1000  # both paths did real work
 
 
 @settings(max_examples=60, deadline=None)
