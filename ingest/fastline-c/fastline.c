@@ -210,6 +210,34 @@ typedef struct {
 
 typedef const char *(*Handler)(Walk *w, int key, const char *p, const char *end, int depth);
 
+/* The key at p (a string without escape) into [*ks, *ke), then its colon: returns the first byte of
+   the value, or NULL. */
+static const char *member_key(const char *p, const char *end, const char **ks, const char **ke) {
+    if (p >= end || *p != '"') return NULL;
+    const char *q = p + 1;
+    while (q < end && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20) q++;
+    if (q >= end || *q != '"') return NULL;
+    *ks = p + 1;
+    *ke = q;
+    p = json_ws(q + 1, end);
+    if (p >= end || *p != ':') return NULL;
+    return json_ws(p + 1, end);
+}
+
+/* After a value inside an object or array: 1 with *p at the next member or element (past the comma),
+   0 with *p past `close`, -1 on anything else. */
+static int next_item(const char **p, const char *end, char close) {
+    const char *q = json_ws(*p, end);
+    if (q >= end) return -1;
+    if (*q == ',') {
+        *p = json_ws(q + 1, end);
+        return 1;
+    }
+    if (*q != close) return -1;
+    *p = q + 1;
+    return 0;
+}
+
 /* Reads an object's members at p ('{'). Keys found in `keys` fill `spans` (a repeated known key fails);
    the values of the keys in `handled` (a bit per key) are read by `handler`, every other value is
    validated. Other keys are kept in `others` (up to `max_others`) then counted in *n_unknown. A key
@@ -222,13 +250,9 @@ static const char *members(Walk *w, const char *p, const char *end, int depth, c
     p = json_ws(p + 1, end);
     if (p < end && *p == '}') return p + 1;
     for (;;) {
-        if (p >= end || *p != '"') return NULL;
-        const char *ks = p + 1, *ke = ks;
-        while (ke < end && *ke != '"' && *ke != '\\' && (unsigned char)*ke >= 0x20) ke++;
-        if (ke >= end || *ke != '"') return NULL;
-        p = json_ws(ke + 1, end);
-        if (p >= end || *p != ':') return NULL;
-        const char *vs = json_ws(p + 1, end);
+        const char *ks, *ke;
+        const char *vs = member_key(p, end, &ks, &ke);
+        if (!vs) return NULL;
         size_t klen = (size_t)(ke - ks);
         int found = -1;
         for (int i = 0; i < n_keys; i++) {
@@ -257,14 +281,9 @@ static const char *members(Walk *w, const char *p, const char *end, int depth, c
                 (*n_unknown)++;
             }
         }
-        p = json_ws(ve, end);
-        if (p >= end) return NULL;
-        if (*p == ',') {
-            p = json_ws(p + 1, end);
-            continue;
-        }
-        if (*p != '}') return NULL;
-        return p + 1;
+        p = ve;
+        int more = next_item(&p, end, '}');
+        if (more <= 0) return more < 0 ? NULL : p;
     }
 }
 
@@ -284,6 +303,25 @@ static int equals(const char *s, size_t len, const char *word) {
 
 static int is_number_start(char c) { return c == '-' || (c >= '0' && c <= '9'); }
 
+/* The number at p as a finite double into *value: returns the byte after it, or NULL when p holds
+   another kind of value or a number that does not read as a finite double. */
+static const char *read_number(const char *p, const char *end, double *value) {
+    Num n;
+    if (p >= end || !is_number_start(*p)) return NULL;
+    p = json_number(p, end, &n);
+    return p && json_number_value(&n, value) ? p : NULL;
+}
+
+/* Appends one probas entry (class name [ks, ke), value) to the map buffers. */
+static int append_entry(Out *o, const char *ks, const char *ke, double value) {
+    StrCol *keys = &o->str[S_PROBA_KEYS];
+    buf_put(&keys->data, ks, (size_t)(ke - ks));
+    if (!str_end(keys, 1)) return 0;
+    put_f64(&o->fixed[F_PROBA_VALUES], value);
+    o->proba_entries++;
+    return 1;
+}
+
 /* probas, walked in place: each member a class name and a finite number, appended to the map buffers;
    a repeated class or another kind of value fails (the SQL parser decides about such a line). */
 static const char *walk_probas(Walk *w, const char *p, const char *end, int depth) {
@@ -297,10 +335,9 @@ static const char *walk_probas(Walk *w, const char *p, const char *end, int dept
         return p + 1;
     }
     for (;;) {
-        if (p >= end || *p != '"') return NULL;
-        const char *ks = p + 1, *ke = ks;
-        while (ke < end && *ke != '"' && *ke != '\\' && (unsigned char)*ke >= 0x20) ke++;
-        if (ke >= end || *ke != '"') return NULL;
+        const char *ks, *ke;
+        const char *vs = member_key(p, end, &ks, &ke);
+        if (!vs) return NULL;
         size_t klen = (size_t)(ke - ks);
         if (o->proba_entries - w->probas_first >= MAX_PROBAS) return NULL;
         const int32_t *offsets = (const int32_t *)keys->offsets.p;
@@ -309,27 +346,15 @@ static const char *walk_probas(Walk *w, const char *p, const char *end, int dept
             if ((size_t)(offsets[i + 1] - offsets[i]) == klen && memcmp(keys->data.p + offsets[i], ks, klen) == 0)
                 return NULL;
         }
-        p = json_ws(ke + 1, end);
-        if (p >= end || *p != ':') return NULL;
-        p = json_ws(p + 1, end);
-        Num n;
         double value;
-        if (p >= end || !is_number_start(*p)) return NULL;
-        p = json_number(p, end, &n);
-        if (!p || !json_number_value(&n, &value)) return NULL;
-        buf_put(&keys->data, ks, klen);
-        if (!str_end(keys, 1)) return NULL;
-        put_f64(&o->fixed[F_PROBA_VALUES], value);
-        o->proba_entries++;
-        p = json_ws(p, end);
-        if (p >= end) return NULL;
-        if (*p == ',') {
-            p = json_ws(p + 1, end);
-            continue;
+        p = read_number(vs, end, &value);
+        if (!p || !append_entry(o, ks, ke, value)) return NULL;
+        int more = next_item(&p, end, '}');
+        if (more < 0) return NULL;
+        if (!more) {
+            w->probas_walked = 1;
+            return p;
         }
-        if (*p != '}') return NULL;
-        w->probas_walked = 1;
-        return p + 1;
     }
 }
 
@@ -386,14 +411,8 @@ static const char *walk_batch_array(Walk *w, int key, const char *p, const char 
             if (!p || !result_ok(w) || !emit_result(w)) return NULL;
             w->n_results++;
         }
-        p = json_ws(p, end);
-        if (p >= end) return NULL;
-        if (*p == ',') {
-            p = json_ws(p + 1, end);
-            continue;
-        }
-        if (*p != ']') return NULL;
-        return p + 1;
+        int more = next_item(&p, end, ']');
+        if (more <= 0) return more < 0 ? NULL : p;
     }
 }
 
@@ -536,16 +555,11 @@ static int emit_probas(Walk *w) {
     Out *o = w->o;
     int valid = 1;
     if (!w->probas_walked) {
-        for (int i = 0; i < w->n_flat; i++) {
-            Span v = w->flat[i].value;
-            Num n;
+        for (int i = 0; i < w->n_flat; i++) { /* proba_<class>: the class is the key after "proba_" */
             double value;
-            if (!is_number_start(*v.s) || !json_number(v.s, v.e, &n) || !json_number_value(&n, &value)) return 0;
-            StrCol *keys = &o->str[S_PROBA_KEYS];
-            buf_put(&keys->data, w->flat[i].key.s + 6, (size_t)(w->flat[i].key.e - w->flat[i].key.s - 6));
-            if (!str_end(keys, 1)) return 0;
-            put_f64(&o->fixed[F_PROBA_VALUES], value);
-            o->proba_entries++;
+            if (!read_number(w->flat[i].value.s, w->flat[i].value.e, &value) ||
+                !append_entry(o, w->flat[i].key.s + 6, w->flat[i].key.e, value))
+                return 0;
         }
         valid = w->n_flat > 0;
     }
@@ -559,9 +573,8 @@ static int emit_percentile(Out *o, Span v) {
     int32_t value = 0;
     int valid = 0;
     if (present(v)) {
-        Num n;
         double number;
-        if (!is_number_start(*v.s) || !json_number(v.s, v.e, &n) || !json_number_value(&n, &number)) return 0;
+        if (!read_number(v.s, v.e, &number)) return 0;
         double rounded = round(number); /* half away from zero, as DuckDB's round */
         if (rounded >= -2147483648.0 && rounded <= 2147483647.0) {
             value = (int32_t)rounded;
