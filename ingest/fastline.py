@@ -65,21 +65,24 @@ class FastParse:
 
 
 def parse_fast(base: pa.Table, *, a_is_utc: bool) -> FastParse:
-    """Parse `base` (idx, line as binary, n_bytes, line_bytes, source, source_position) with the C parser.
+    """Parse `base` (idx, line as binary, text: NULL where not UTF-8, n_bytes, line_bytes, source,
+    source_position) with the C parser.
 
     Lines that are NULL, cut by the reader (line_bytes > n_bytes) or not UTF-8 are left to SQL, which
     quarantines them. The text is cut into pieces parsed on two threads (the C code releases the GIL).
     """
     raw = base.column("line")
-    n_bytes = base.column("n_bytes")
     eligible = pc.fill_null(
-        pc.and_(pc.is_valid(n_bytes), pc.less_equal(base.column("line_bytes"), n_bytes)), False
+        pc.and_(
+            pc.is_valid(base.column("text")), pc.less_equal(base.column("line_bytes"), base.column("n_bytes"))
+        ),
+        False,
     )
     eligible_np = eligible.to_numpy(zero_copy_only=False).astype(np.uint8)
     jobs: list[tuple[pa.Array, int, int, bytes]] = []
     start = 0
     for chunk in raw.chunks:
-        ok = eligible_np[start : start + len(chunk)] & _utf8_rows(chunk)
+        ok = eligible_np[start : start + len(chunk)]
         for first, count in _pieces(chunk):
             jobs.append((chunk, first, count, ok[first : first + count].tobytes()))
         start += len(chunk)
@@ -149,25 +152,6 @@ def _call(job: tuple[pa.Array, int, int, bytes], a_is_utc: bool) -> dict[str, An
         data if data is not None else b"", offsets, chunk.offset + first, count, eligible, a_is_utc
     )
     return out
-
-
-def _utf8_rows(chunk: pa.Array) -> np.ndarray:
-    """1 per row of a binary chunk that is valid UTF-8 (or NULL: eligibility handles those), else 0."""
-    try:
-        chunk.view(pa.string()).validate(full=True)
-        return np.ones(len(chunk), np.uint8)
-    except pa.ArrowInvalid:
-        return np.array([_is_utf8(value) for value in chunk.to_pylist()], np.uint8)
-
-
-def _is_utf8(value: bytes | None) -> bool:
-    if value is None:
-        return True
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _pieces(chunk: pa.Array) -> list[tuple[int, int]]:

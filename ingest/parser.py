@@ -224,8 +224,9 @@ def _utc(when: datetime | None) -> datetime:
 
 
 def _base(lines: pa.Table) -> pa.Table:
-    """The input with its row number `idx` and sizes: `line` (binary, as read), n_bytes, line_bytes, source,
-    source_position, fallback_ts."""
+    """The input with its row number `idx` and sizes: `line` (binary, as read), `text` (the same bytes
+    viewed as UTF-8 text, NULL where they are not UTF-8), n_bytes, line_bytes, source, source_position,
+    fallback_ts."""
     n = lines.num_rows
     raw = lines.column("line")
     if raw.type != pa.binary():
@@ -238,6 +239,7 @@ def _base(lines: pa.Table) -> pa.Table:
         {
             "idx": pa.array(np.arange(n, dtype=np.int64)),
             "line": raw,
+            "text": _as_utf8(raw),
             "n_bytes": pc.binary_length(raw).cast(pa.int64()),
             "line_bytes": lines.column("line_bytes").cast(pa.int64()),
             "source": lines.column("source").cast(pa.string()),
@@ -248,10 +250,10 @@ def _base(lines: pa.Table) -> pa.Table:
 
 
 def _with_text(base: pa.Table) -> pa.Table:
-    """The SQL statements' `lines_in`: `base` with the decoded, newline-stripped text `s` (NULL when not
-    UTF-8) instead of the bytes, sliced so that DuckDB scans it on all cores."""
-    text = pc.utf8_rtrim(_as_utf8(base.column("line")), characters="\r\n")
-    table = base.drop_columns(["line"]).add_column(1, "s", text)
+    """The SQL statements' `lines_in`: `base` with the newline-stripped text `s` (NULL when not UTF-8)
+    instead of the bytes, sliced so that DuckDB scans it on all cores."""
+    text = pc.utf8_rtrim(base.column("text"), characters="\r\n")
+    table = base.drop_columns(["line", "text"]).add_column(1, "s", text)
     # DuckDB scans an Arrow table with one thread per record batch: slice (zero-copy) so all cores work
     return pa.Table.from_batches(table.to_batches(max_chunksize=_SCAN_BATCH_ROWS), table.schema)
 
