@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 from typing import Annotated, Any, Literal
 
@@ -15,7 +14,15 @@ from api.auth import RequireRead
 from api.models import ErrorResponse
 from api.runtime import RuntimeDep
 from service.errors import InputError
-from storage.metrics import Cohort, MetricsQuery, evaluate, metrics_table, parse_endpoint
+from storage.metrics import (
+    Cohort,
+    MetricsQuery,
+    evaluate,
+    metrics_table,
+    parse_as_of,
+    parse_day,
+    parse_endpoint,
+)
 
 router = APIRouter(tags=["metrics"])
 
@@ -103,26 +110,29 @@ def get_metrics(
     runtime: RuntimeDep,
     endpoint: Annotated[str | None, Query(description="Only this endpoint, as SERVICE/ENDPOINT.")] = None,
     by: Annotated[Cohort, Query(description="Cohorts: day, week, generation or none.")] = Cohort.day,
+    # as_of, from and to are read as text by the CLI's own parsers (storage.metrics), not by pydantic,
+    # which took a number as seconds since 1970: one spelling must mean one instant in both
     as_of: Annotated[
-        dt.datetime | None, Query(description="Labels as known at this time (default now; no offset = UTC).")
+        str | None,
+        Query(description="Labels as known at this time, ISO 8601 (default now; no offset = UTC)."),
     ] = None,
-    date_from: Annotated[dt.date | None, Query(alias="from", description="First prediction day.")] = None,
+    date_from: Annotated[
+        str | None, Query(alias="from", description="First prediction day (YYYY-MM-DD).")
+    ] = None,
     date_to: Annotated[
-        dt.date | None, Query(alias="to", description="Last prediction day, included.")
+        str | None, Query(alias="to", description="Last prediction day (YYYY-MM-DD), included.")
     ] = None,
     fmt: Annotated[Literal["json", "csv"], Query(alias="format", description="json or csv.")] = "json",
 ) -> Response:
     """What `hindsight eval` prints, for the same parameters (the table format is CLI-only)."""
     _refuse_unknown_parameters(request)
     config = runtime.config
-    if as_of is not None and as_of.tzinfo is None:
-        as_of = as_of.replace(tzinfo=dt.UTC)
     query = MetricsQuery(
         endpoint=None if endpoint is None else parse_endpoint(endpoint),
         by=by,
-        as_of=as_of,
-        date_from=date_from,
-        date_to=date_to,
+        as_of=None if as_of is None else parse_as_of(as_of, "as_of"),
+        date_from=parse_day(date_from, "from"),
+        date_to=parse_day(date_to, "to"),
         immature_threshold=config.immature_threshold,
     )
     rows = evaluate(config.root, query, policies=config.policies)

@@ -2,33 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 import typer
 
 from service.errors import InputError
 from service.render import OutputFormat, render_rows, to_json
-
-
-def parse_timestamp(text: str) -> dt.datetime:
-    """An ISO 8601 date or timestamp; without an offset it is UTC."""
-    try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InputError(
-            f"--as-of {text!r} is not an ISO 8601 timestamp (e.g. 2026-03-01T00:00:00Z)"
-        ) from exc
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
-
-
-def _parse_day(text: str | None, flag: str) -> dt.date | None:
-    if text is None:
-        return None
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError as exc:
-        raise InputError(f"{flag} {text!r} is not a date (YYYY-MM-DD)") from exc
 
 
 def eval_command(
@@ -59,7 +38,15 @@ def eval_command(
     Example: hindsight eval --endpoint fraud/score --by week --as-of 2026-03-01 --format json
     """
     from service.cli import state_of
-    from storage.metrics import Cohort, MetricsQuery, evaluate, metrics_table, parse_endpoint
+    from storage.metrics import (
+        Cohort,
+        MetricsQuery,
+        evaluate,
+        metrics_table,
+        parse_as_of,
+        parse_day,
+        parse_endpoint,
+    )
     from storage.policies import policies_from_config
 
     settings = state_of(ctx).settings()
@@ -70,9 +57,9 @@ def eval_command(
     query = MetricsQuery(
         endpoint=None if endpoint is None else parse_endpoint(endpoint),
         by=cohort,
-        as_of=None if as_of is None else parse_timestamp(as_of),
-        date_from=_parse_day(date_from, "--from"),
-        date_to=_parse_day(date_to, "--to"),
+        as_of=None if as_of is None else parse_as_of(as_of, "--as-of"),
+        date_from=parse_day(date_from, "--from"),
+        date_to=parse_day(date_to, "--to"),
         immature_threshold=settings.eval.immature_threshold,
     )
     policies = policies_from_config([p.model_dump() for p in settings.policies])

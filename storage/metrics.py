@@ -88,6 +88,9 @@ TASK_COLUMNS = {
     "regression": ["n_scored", "mae", "rmse", "mape", "r2"],
 }
 
+_COUNT_COLUMNS = frozenset({"n_scored", "n_unknown_label"})
+"""Task columns that are counts: 0, not None, for a cohort none of whose rows they count."""
+
 
 @dataclass(frozen=True)
 class MetricsQuery:
@@ -118,6 +121,32 @@ def parse_endpoint(text: str) -> tuple[str, str]:
     return service, endpoint
 
 
+def parse_as_of(text: str, name: str) -> dt.datetime:
+    """An ISO 8601 date or timestamp (`Z` or an offset; none means UTC), as given to `name`.
+
+    The CLI (`--as-of`) and the API (`as_of`) both read it here, so one spelling means one instant: the API
+    used to take pydantic's lax reading, where `as_of=20260105` was 20,260,105 seconds after 1970."""
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InputError(f"{name} {text!r} is not an ISO 8601 timestamp (e.g. 2026-03-01T00:00:00Z)") from exc
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def parse_day(text: str | None, name: str) -> dt.date | None:
+    """An ISO 8601 date (YYYY-MM-DD) as given to `name` (`--from`, `to`, ...); None stays None."""
+    if text is None:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise InputError(f"{name} {text!r} is not a date (YYYY-MM-DD)") from exc
+
+
+FUTURE_TOLERANCE = dt.timedelta(minutes=1)
+"""How far ahead of this machine's clock an as-of time may be (clock skew between a client and us)."""
+
+
 def evaluate(
     root: Path | str, query: MetricsQuery, *, policies: Sequence[Policy] | None = None
 ) -> list[dict[str, Any]]:
@@ -136,12 +165,23 @@ def compute_metrics(con: duckdb.DuckDBPyConnection, query: MetricsQuery) -> list
             f"the from date {query.date_from} is after the to date {query.date_to}: no day can match"
         )
     if query.as_of is not None:
-        query = replace(query, as_of=_utc(query.as_of))
+        as_of = _utc(query.as_of)
+        query = replace(query, as_of=as_of)
+        now = dt.datetime.now(dt.UTC)
+        if as_of > now + FUTURE_TOLERANCE:
+            # maturity would be judged at a time not yet reached: predictions still waiting for their
+            # outcome would get their implicit label, and a cohort would look fully labelled
+            raise InputError(
+                f"as-of time {as_of.isoformat()} is in the future (now is "
+                f"{now.isoformat(timespec='seconds')}): labels cannot be known then"
+            )
     if not 0 <= query.immature_threshold <= 1:
         raise InputError(f"immature_threshold must be within [0, 1], got {query.immature_threshold}")
     try:
         groups = _groups(con, query)
         if not groups:
+            if query.endpoint is not None:
+                _known_endpoint(con, query.endpoint)
             return []
         with _unordered(con):
             _materialise(con, query, groups)
@@ -169,7 +209,7 @@ def compute_metrics(con: duckdb.DuckDBPyConnection, query: MetricsQuery) -> list
         group = tasks[(row["service_id"], row["endpoint_id"], row["outcome_type"])]
         row["task"] = group.task
         for name in TASK_COLUMNS[group.task]:
-            row[name] = None
+            row[name] = 0 if name in _COUNT_COLUMNS else None
         if group.task == "binary":
             row["positive"] = group.positive
             row["calibration"] = []
@@ -223,6 +263,25 @@ def _groups(con: duckdb.DuckDBPyConnection, query: MetricsQuery) -> list[_Group]
                 task, pos = shape
             groups.append(_Group(service_id, endpoint_id, outcome_type, task, pos))
     return groups
+
+
+def _known_endpoint(con: duckdb.DuckDBPyConnection, endpoint: tuple[str, str]) -> None:
+    """An InputError when no prediction (of any day) and no policy names `endpoint`: a typo in it must not
+    look like an endpoint without data. One that only has no predictions in the days asked is fine."""
+    known = con.execute(
+        f"""SELECT service_id, endpoint_id FROM {PREDICTIONS_SOURCE} WHERE service_id IS NOT NULL
+            UNION SELECT service_id, endpoint_id FROM _hs_policies WHERE policy_id > 0
+            ORDER BY ALL"""
+    ).fetchall()
+    if endpoint in [tuple(row) for row in known]:
+        return
+    names = [f"{s}/{e}" for s, e in known if e is not None]
+    listed = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    raise InputError(
+        f"unknown endpoint {endpoint[0]}/{endpoint[1]}: no prediction and no policy names it "
+        f"(known: {listed or 'none'})",
+        details={"known": names[:100]},
+    )
 
 
 def _shape(
@@ -551,6 +610,8 @@ def _multiclass(cohort_text: str) -> str:
 
 def _regression(cohort_text: str) -> str:
     # mape divides by max(|y|, EPS) like scikit-learn; r2 is None when the labels are constant (or one).
+    # Constant is min = max: the centred sum of squares is not 0 for labels such as 0.1, whose mean
+    # rounds to 0.10000000000000002 (r2 came out as -3e31; review finding).
     # Rows whose label or prediction is not a finite number ("NaN", "Infinity" logged as text) are left
     # out, as scores are for binary: one of them would make every metric of the cohort NaN, then null.
     return f"""WITH r AS (
@@ -561,7 +622,7 @@ def _regression(cohort_text: str) -> str:
             SELECT g, {cohort_text} AS cohort, count(*) AS n_scored,
                    avg(abs(y - yhat)) AS mae, sqrt(avg((y - yhat) ** 2)) AS rmse,
                    avg(abs(y - yhat) / greatest(abs(y), {EPS!r})) AS mape,
-                   CASE WHEN count(*) >= 2 AND sum(centred ** 2) > 0 THEN
+                   CASE WHEN count(*) >= 2 AND min(y) < max(y) THEN
                        1 - sum((y - yhat) ** 2) / sum(centred ** 2) END AS r2
             FROM r GROUP BY g, r.cohort"""
 

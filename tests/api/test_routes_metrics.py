@@ -61,6 +61,19 @@ def test_json_equals_the_cli(running: tuple[Server, dict[str, str]]) -> None:
     assert [(r["n"], r["n_labelled"], r["accuracy"]) for r in rows] == [(3, 1, 1.0)]
 
 
+def test_times_and_days_are_read_as_the_cli_reads_them(running: tuple[Server, dict[str, str]]) -> None:
+    # pydantic used to read as_of=20260110 as 20,260,110 seconds after 1970 (an empty answer) and to
+    # refuse from=20260101, which the CLI reads as a date: one spelling, two meanings (review finding)
+    srv, tokens = running
+    compact = get(srv, tokens["read"], by="none", as_of="20260110", **{"from": "20260101"})
+    dashed = get(srv, tokens["read"], by="none", as_of="2026-01-10", **{"from": "2026-01-01"})
+    assert compact.status_code == 200, compact.text
+    assert compact.json() == dashed.json()
+    assert [(r["n"], r["n_labelled"]) for r in compact.json()] == [(3, 1)]
+    cli = run_cli(srv.root, "eval", "--by=none", "--as-of=20260110", "--from=20260101", "--format", "json")
+    assert json.loads(cli.stdout) == compact.json()
+
+
 def test_csv(running: tuple[Server, dict[str, str]]) -> None:
     srv, tokens = running
     response = get(srv, tokens["read"], by="none", format="csv")
@@ -121,6 +134,10 @@ def test_the_known_parameters_are_the_documented_ones(running: tuple[Server, dic
         ("read", {"as_of": "soon"}, 422, None),
         ("read", {"as_of": "0001-01-01T00:00:00+23:00"}, 422, "InputError"),
         ("read", {"from": "2026-02-01", "to": "2026-01-01"}, 422, "InputError"),
+        ("read", {"as_of": "1700000000"}, 422, "InputError"),  # not seconds since 1970
+        ("read", {"from": "1767571200"}, 422, "InputError"),
+        ("read", {"as_of": "2999-01-01T00:00:00Z"}, 422, "InputError"),  # in the future
+        ("read", {"endpoint": "nope/x"}, 422, "InputError"),  # no prediction, no policy
     ],
 )
 def test_errors_have_the_one_shape(

@@ -160,12 +160,29 @@ def test_csv_and_table(root: Path) -> None:
             "error: the from date 2026-02-01 is after the to date 2026-01-01",
         ),
         (["--from", "01/02/2026"], "error: --from '01/02/2026' is not a date (YYYY-MM-DD)"),
+        (["--as-of", "2999-01-01"], "error: as-of time 2999-01-01T00:00:00+00:00 is in the future (now is "),
+        (
+            ["--endpoint", "nope/x"],
+            "error: unknown endpoint nope/x: no prediction and no policy names it "
+            "(known: churn/value, fraud/score)\n",
+        ),
     ],
 )
 def test_bad_flags_are_one_error_line(root: Path, args: list[str], message: str) -> None:
     result = run_cli(root, "eval", *args)
     assert result.returncode == 2
     assert result.stderr.startswith(message) and len(result.stderr.splitlines()) == 1
+
+
+def test_a_known_endpoint_without_predictions_in_the_days_asked_has_no_cohorts(root: Path) -> None:
+    result = run_cli(root, "eval", "--endpoint", "fraud/score", "--from", "2027-01-01", "--format", "json")
+    assert (result.returncode, json.loads(result.stdout)) == (0, [])
+
+
+def test_an_endpoint_with_a_policy_but_no_predictions_yet_has_no_cohorts(tmp_path: Path) -> None:
+    (tmp_path / "hindsight.toml").write_text(POLICY, encoding="utf-8")
+    result = run_cli(tmp_path, "eval", "--endpoint", "fraud/score", "--format", "json")
+    assert (result.returncode, json.loads(result.stdout)) == (0, [])
 
 
 def test_a_bad_policy_is_a_config_error(tmp_path: Path) -> None:

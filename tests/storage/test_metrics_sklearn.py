@@ -19,11 +19,13 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
+from service.errors import InputError
 from storage.label_sql import PREDICTIONS_SOURCE, create_policies_table
 from storage.metrics import Cohort, MetricsQuery, compute_metrics
 from storage.policies import Policy
@@ -469,3 +471,42 @@ def test_regression_rows_with_a_non_finite_number_are_left_out() -> None:
     assert _close(row["mae"], _sk(skm.mean_absolute_error, y, yhat))
     assert _close(row["rmse"], _sk(skm.root_mean_squared_error, y, yhat))
     assert _close(row["r2"], _sk(skm.r2_score, y, yhat))
+
+
+def test_r2_is_none_for_constant_labels_binary_floats_cannot_hold() -> None:
+    # avg(0.1, 0.1, 0.1) is 0.10000000000000002: the centred sum of squares was ~1e-33, not 0, and r2
+    # came out as -3.46e31 (review finding); constant is now min = max
+    rows = [
+        {"label": "0.1", "label_value": 0.1, "prediction": str(p), "prediction_value": p}
+        for p in (0.2, 0, 0.1)
+    ]
+    row = _metrics(rows, [])
+    assert (row["task"], row["n_scored"], row["r2"]) == ("regression", 3, None)
+    assert _close(row["mae"], 0.2 / 3)
+
+
+def test_a_count_is_zero_not_none_when_no_row_is_scored() -> None:
+    # a regression cohort whose labels are all non-finite has no row in the regression query
+    rows = [{"label": "NaN", "label_value": math.nan, "prediction": "1.0", "prediction_value": 1.0}] * 2
+    row = _metrics(rows, [])
+    assert (row["task"], row["n_labelled"], row["n_scored"], row["mae"]) == ("regression", 2, 0, None)
+
+
+def test_an_as_of_in_the_future_is_refused_beyond_clock_skew() -> None:
+    rows = [{"label": "FRAUD", "prediction": "FRAUD", "probas": [("FRAUD", 0.9), ("OK", 0.1)]}]
+    now = dt.datetime.now(dt.UTC)
+    with _connection(rows, []) as con:
+        [row] = compute_metrics(con, MetricsQuery(by=Cohort.none, as_of=now + dt.timedelta(seconds=30)))
+        assert row["n_labelled"] == 1
+        with pytest.raises(InputError, match="is in the future"):
+            compute_metrics(con, MetricsQuery(by=Cohort.none, as_of=now + dt.timedelta(minutes=2)))
+
+
+def test_an_endpoint_nothing_names_is_an_error_one_without_rows_in_range_is_not() -> None:
+    rows = [{"label": "FRAUD", "prediction": "FRAUD", "probas": [("FRAUD", 0.9), ("OK", 0.1)]}]
+    with _connection(rows, [Policy("other", "ep", positive="FRAUD")]) as con:
+        with pytest.raises(InputError, match=r"unknown endpoint svc/nope: .* \(known: other/ep, svc/ep\)"):
+            compute_metrics(con, MetricsQuery(endpoint=("svc", "nope")))
+        late = MetricsQuery(endpoint=("svc", "ep"), date_from=dt.date(2027, 1, 1))
+        assert compute_metrics(con, late) == []
+        assert compute_metrics(con, MetricsQuery(endpoint=("other", "ep"))) == []
