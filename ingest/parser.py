@@ -19,6 +19,7 @@ from ingest.fastline import UTC_ZONES, parse_fast
 from ingest.parse_sql import BATCH_QUERY, LINES_QUERY, MACROS
 from service.errors import ConfigError, InputError
 from storage.schemas import PREDICTIONS, QUARANTINE
+from storage.views import DUCKDB_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +149,14 @@ class LineParser:
         """Run the queries; if DuckDB fails on some line, split the batch to isolate and quarantine it."""
         try:
             return self._sql(prepared)
-        except duckdb.Error as exc:
+        except DUCKDB_FAILURES as exc:
             if prepared.num_rows <= 1:
-                reason = f"could not be parsed: {str(exc).splitlines()[0][:200]}"
-                return _Rows([], _failed_rows(prepared, reason))
+                message = (
+                    str(exc).splitlines()[0][:200]
+                    if isinstance(exc, duckdb.Error)
+                    else "DuckDB rejected it with an error message that is not valid UTF-8"
+                )
+                return _Rows([], _failed_rows(prepared, f"could not be parsed: {message}"))
         half = prepared.num_rows // 2
         first, second = (
             self._sql_resilient(prepared.slice(0, half)),

@@ -103,10 +103,9 @@ def sql_command(
 
     Example: hindsight sql "SELECT day, count(*) FROM predictions GROUP BY day ORDER BY day"
     """
-    import duckdb
-
     from storage import connect
     from storage.policies import policies_from_config
+    from storage.views import DUCKDB_FAILURES
 
     settings = state_of(ctx).settings()
     con = connect(settings.root, policies=policies_from_config([p.model_dump() for p in settings.policies]))
@@ -114,7 +113,7 @@ def sql_command(
         result = con.execute(query)
         columns = [d[0] for d in result.description or []]
         rows = result.fetchall()
-    except duckdb.Error as exc:
+    except DUCKDB_FAILURES as exc:
         raise QueryError(f"query failed: {exc}") from exc
     finally:
         con.close()

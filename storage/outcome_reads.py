@@ -16,7 +16,7 @@ from service.errors import InputError, NotFound, QueryError
 from storage.layout import Layout
 from storage.outcome_intake import PENDING_COLUMNS, IntakeLog, utc_from_us
 from storage.outcome_model import canonical_key
-from storage.views import VIEWS
+from storage.views import DUCKDB_FAILURES, VIEWS
 
 _JSON_TEXT_COLUMNS = ("features", "context", "timing", "extra")
 _OUTCOME_COLUMNS = (
@@ -123,7 +123,7 @@ def find_outcomes(
             found = [_outcome_view(r, flushed=True) for r in _records(cur)]
         finally:
             con.close()
-    except duckdb.Error as exc:
+    except DUCKDB_FAILURES as exc:
         raise QueryError(f"cannot read outcomes: {exc}") from exc
     seen = {item["outcome_id"] for item in found}
     found.extend(item for item in map(_pending_view, pending) if item["outcome_id"] not in seen)
@@ -150,7 +150,7 @@ def prediction_with_outcomes(root: Path, intake: IntakeLog | None, record_id: st
             rows = _records(cur)
         finally:
             con.close()
-    except duckdb.Error as exc:
+    except DUCKDB_FAILURES as exc:
         raise QueryError(f"cannot read predictions: {exc}") from exc
     if not rows:
         raise NotFound(f"no prediction with record_id {record_id!r}", details={"record_id": record_id})

@@ -21,6 +21,12 @@ from storage.layout import Layout
 from storage.policies import Policy, load_policies
 from storage.schemas import TABLES
 
+DUCKDB_FAILURES: tuple[type[Exception], ...] = (duckdb.Error, UnicodeDecodeError)
+"""What a DuckDB statement over user data can raise: DuckDB's own errors and, when its message quotes a
+value cut inside a UTF-8 character (`Malformed JSON ... Input: "xéé…`), the Python binding's
+UnicodeDecodeError instead (duckdb 2.0.1). A DSS line holding such a value crashed the parser, and with
+it every ingest run (review finding, 2026-12-02); catch this tuple where a duckdb.Error is caught."""
+
 
 @dataclass(frozen=True)
 class ViewContext(Layout):
@@ -147,6 +153,6 @@ def connect(root: Path | str, *, policies: Sequence[Policy] | None = None) -> du
         con = duckdb.connect(":memory:")
         con.execute("SET TimeZone = 'UTC'")
         refresh(con, root, policies=chosen)
-    except duckdb.Error as exc:
+    except DUCKDB_FAILURES as exc:
         raise StorageError(f"cannot open views over {root}: {exc}") from exc
     return con

@@ -577,6 +577,19 @@ def test_invalid_utf8_is_quarantined_with_replacement_characters() -> None:
     )
 
 
+def test_a_duckdb_message_cut_inside_a_character_quarantines_the_line() -> None:
+    # DuckDB quotes the start of a malformed JSON value in its error and cuts it by bytes: with
+    # "x" + "é" * 100 the cut falls inside an "é", and the Python binding raised UnicodeDecodeError,
+    # not duckdb.Error, which crashed the parse (and every ingest run of the file): review finding
+    good = make_query_line("A")
+    bad = make_line(make_message(timestamp="x" + "é" * 100), "bare")  # a bare message's own timestamp
+    result = parse([good, bad, good])
+    assert (result.records, result.quarantined) == (2, 1)
+    assert reasons(result) == [
+        "could not be parsed: DuckDB rejected it with an error message that is not valid UTF-8"
+    ]
+
+
 def test_over_long_line_is_quarantined_with_its_size() -> None:
     cut = make_query_line("B")[:100]
     result = parse([cut], line_bytes=[2_000_000])

@@ -65,6 +65,14 @@ def test_bad_sql_is_one_error_line(root: Path) -> None:
     assert result.stderr.startswith("error: query failed:") and result.stdout == ""
 
 
+def test_an_error_message_that_is_not_utf8_is_still_one_error_line(root: Path) -> None:
+    # DuckDB cuts the quoted value inside an "é"; the binding raised UnicodeDecodeError (a traceback)
+    result = run_cli(root, "sql", "SELECT ('xx' || repeat('é', 100))::JSON")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: query failed: 'utf-8' codec can't decode byte")
+    assert len(result.stderr.splitlines()) == 1 and result.stdout == ""
+
+
 def test_sql_on_an_empty_root_sees_empty_views(tmp_path: Path) -> None:
     result = run_cli(tmp_path / "fresh", "sql", "SELECT count(*) AS n FROM predictions", "--format", "json")
     assert json.loads(result.stdout) == [{"n": 0}]
