@@ -42,6 +42,20 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
+def _check_charset(request: Request) -> None:
+    """A `charset` parameter other than UTF-8 is a 415: the body is always read as UTF-8, and a
+    Latin-1 body used to be stored as mojibake (or refused with a message about surrogates)."""
+    for parameter in request.headers.get("content-type", "").split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+            if charset not in ("utf-8", "utf8"):
+                raise UnsupportedMediaType(
+                    f"charset {charset!r} is not accepted; send the body as UTF-8 (charset=utf-8 or none)",
+                    details={"charset": charset},
+                )
+
+
 def _bad_body(message: str, index: int | None = None) -> InvalidOutcome:
     return InvalidOutcome(message, details=[{"index": index, "field": "body", "loc": [], "message": message}])
 
@@ -85,4 +99,5 @@ async def read_outcome_items(request: Request, max_bytes: int) -> list[Any]:
     kind = media_type(request)
     if kind not in JSON_TYPES and kind not in NDJSON_TYPES:
         parse_items(kind, b"")  # raises UnsupportedMediaType before the body is read
+    _check_charset(request)
     return parse_items(kind, await read_body(request, max_bytes))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class OutcomeResult(BaseModel):
@@ -63,6 +63,9 @@ class ErrorResponse(BaseModel):
 
 class KeyCreate(BaseModel):
     """A new API key's name and scopes."""
+
+    # an unknown field is an error: `expires_at` used to be dropped, leaving a key that never expires
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200, description="Who or what uses the key.")
     scopes: list[Literal["outcomes:write", "read", "admin"]] = Field(

@@ -12,8 +12,8 @@ from pydantic import BaseModel
 
 from api.auth import RequireRead
 from api.models import ErrorResponse
+from api.query_params import check_query
 from api.runtime import RuntimeDep
-from service.errors import InputError
 from storage.metrics import (
     Cohort,
     MetricsQuery,
@@ -75,17 +75,6 @@ class CohortMetrics(BaseModel):
     r2: float | None = None
 
 
-def _refuse_unknown_parameters(request: Request) -> None:
-    # FastAPI ignores undeclared query parameters: `as-of=...` (the CLI's spelling) would silently give
-    # the metrics as of now. A typo must not change the answer without a word (docs/design.md, Reads).
-    unknown = [name for name in request.query_params if name not in QUERY_PARAMETERS]
-    if unknown:
-        raise InputError(
-            f"unknown query parameter(s) {unknown}; use {', '.join(QUERY_PARAMETERS)}",
-            details={"unknown": unknown},
-        )
-
-
 def _csv(rows: list[dict[str, Any]]) -> str:
     columns, values = metrics_table(rows)
     buf = io.StringIO()
@@ -125,7 +114,7 @@ def get_metrics(
     fmt: Annotated[Literal["json", "csv"], Query(alias="format", description="json or csv.")] = "json",
 ) -> Response:
     """What `hindsight eval` prints, for the same parameters (the table format is CLI-only)."""
-    _refuse_unknown_parameters(request)
+    check_query(request, QUERY_PARAMETERS.__contains__, ", ".join(QUERY_PARAMETERS))
     config = runtime.config
     query = MetricsQuery(
         endpoint=None if endpoint is None else parse_endpoint(endpoint),

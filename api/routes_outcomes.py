@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 
 from api.auth import SECURITY_SCHEME, RequireRead
 from api.models import ErrorResponse, OutcomeList, OutcomeResults, PredictionWithOutcomes
+from api.query_params import check_query
 from api.runtime import RuntimeDep
 from service.errors import InputError
 from storage.outcome_model import KEY_PATH, OutcomeBatchIn, OutcomeIn
@@ -64,18 +65,14 @@ def post_route(max_items: int) -> APIRouter:
 
 
 def _key_params(request: Request) -> dict[str, str]:
-    pairs: dict[str, str] = {}
-    unknown: list[str] = []
-    for name, value in request.query_params.multi_items():
-        if name.startswith("key."):
-            pairs[name[len("key.") :]] = value
-        elif name != "record_id":
-            unknown.append(name)
-    if unknown:
-        raise InputError(
-            f"unknown query parameter(s) {unknown}; use record_id or key.<path>", details={"unknown": unknown}
-        )
-    return pairs
+    check_query(
+        request, lambda name: name == "record_id" or name.startswith("key."), "record_id or key.<path>"
+    )
+    return {
+        name[len("key.") :]: value
+        for name, value in request.query_params.multi_items()
+        if name.startswith("key.")
+    }
 
 
 @router.get(
@@ -94,6 +91,8 @@ def get_outcomes(
             "give exactly one target: record_id, or key.<path> parameters",
             details={"record_id": record_id, "key": pairs or None},
         )
+    if record_id == "":
+        raise InputError("record_id must not be empty (no outcome can have one)", details={"record_id": ""})
     if pairs:
         bad = [p for p in pairs if not KEY_PATH.match(p)]
         if bad:
@@ -112,6 +111,7 @@ def get_outcomes(
     responses=_errors(401, 403, 404),
     summary="A prediction with its outcomes",
 )
-def get_prediction(record_id: str, key: RequireRead, runtime: RuntimeDep) -> dict[str, Any]:
+def get_prediction(request: Request, record_id: str, key: RequireRead, runtime: RuntimeDep) -> dict[str, Any]:
     """The prediction logged for `record_id` and every outcome event recorded for it."""
+    check_query(request, lambda name: False, "none (this route takes no query parameters)")
     return prediction_with_outcomes(runtime.config.root, runtime.intake, record_id)

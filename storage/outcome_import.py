@@ -86,9 +86,23 @@ def _fold_key_columns(index: int, row: dict[str, Any]) -> dict[str, Any]:
 
 def _csv_items(path: Path) -> Iterator[dict[str, Any]]:
     with path.open(newline="", encoding="utf-8") as fh:
-        for index, raw in enumerate(csv.DictReader(fh)):
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        if repeated:
+            # DictReader keeps the last cell of a repeated column: value,value with fraud,ok stored ok
+            raise InvalidOutcome(
+                f"the CSV header names column(s) {repeated} more than once",
+                details=[
+                    {"index": None, "field": "header", "loc": ["header"], "message": "repeated columns"}
+                ],
+            )
+        for index, raw in enumerate(reader):
             if None in raw:
                 raise _bad(index, "row", "more cells than header columns")
+            if any(value is None for value in raw.values()):
+                # DictReader fills a short row with None, which read as absent fields (review finding)
+                raise _bad(index, "row", "fewer cells than header columns")
             row: dict[str, Any] = {k: v for k, v in raw.items() if v not in ("", None)}
             for name in _JSON_CELLS:
                 if name in row:

@@ -39,20 +39,25 @@ from pydantic import (
 
 from service.errors import InvalidOutcome
 
-KEY_PATH = re.compile(r"^(context|features)\.[^\s.][^\s]*$")
-"""A key path: `context.<name>` or `features.<name>` (the name may itself contain dots)."""
+KEY_PATH = re.compile(r"^(context|features)\.[^\s.][^\s]*\Z")
+"""A key path: `context.<name>` or `features.<name>` (the name may itself contain dots). It ends in an
+end-of-text anchor, not `$`, which also matches before a final newline: a path ending in a newline was
+accepted (review finding)."""
 
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )  # RFC 3339 section 5.6 date-time: an offset (Z or +hh:mm) is required
 
-_JSON_NUMBER = re.compile(r"^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$")
+_JSON_NUMBER = re.compile(r"^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?\Z")
 
 
 Scalar = StrictStr | StrictBool | StrictInt | Annotated[float, Field(strict=True, allow_inf_nan=False)]
 """A value or key value: string, number or boolean (JSON null, arrays and objects are refused)."""
 
-IdText = Annotated[str, Field(min_length=1, max_length=256)]
+IdText = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+"""An id: 1-256 characters, none of them a control character. The intake log's SQLite JSON functions
+stop at U+0000: an outcome_id of "crm-1", U+0000, "x" was indexed as "crm-1", clashed with it and latched the
+intake shut for every client, and a record_id with one was found under its prefix (review finding)."""
 
 
 class OutcomeIn(BaseModel):
@@ -359,7 +364,12 @@ def _problems(exc: ValidationError, index_offset: int) -> list[dict[str, Any]]:
             # The scalar union reports one error per member (value.str, value.int, ...): say it once.
             path, message = path[:-1], "must be a string, number or boolean"
         elif err["type"] == "string_pattern_mismatch" and path == ["occurred_at"]:
-            message = "must be an RFC 3339 date-time with an offset, e.g. 2026-01-31T12:00:00Z"
+            message = (
+                "must be an RFC 3339 date-time with an offset (and at most 9 fraction digits), "
+                "e.g. 2026-01-31T12:00:00Z"
+            )
+        elif err["type"] == "string_pattern_mismatch":  # an id (IdText)
+            message = "must not contain control characters (U+0000-U+001F, U+007F)"
         problems.append(
             {
                 "index": None if index is None else index + index_offset,
@@ -481,14 +491,29 @@ def _fast_item(item: Any, new_id: str | None) -> Outcome | None:
     endpoint_id = get("endpoint_id")
     outcome_type = get("outcome_type", "label")
     value = get("value", _ABSENT)
-    # _is_id written out: this runs for every outcome of a batch, and a call per field showed up
+    # _is_id written out: this runs for every outcome of a batch, and a call per field showed up.
+    # isprintable() is stricter than IdText's pattern (no control characters): what it refuses, the
+    # model decides.
     if not (
-        (outcome_id is None or (type(outcome_id) is str and 0 < len(outcome_id) <= _ID_MAX))
-        and (record_id is None or (type(record_id) is str and 0 < len(record_id) <= _ID_MAX))
-        and (service_id is None or (type(service_id) is str and 0 < len(service_id) <= _ID_MAX))
-        and (endpoint_id is None or (type(endpoint_id) is str and 0 < len(endpoint_id) <= _ID_MAX))
+        (
+            outcome_id is None
+            or (type(outcome_id) is str and 0 < len(outcome_id) <= _ID_MAX and outcome_id.isprintable())
+        )
+        and (
+            record_id is None
+            or (type(record_id) is str and 0 < len(record_id) <= _ID_MAX and record_id.isprintable())
+        )
+        and (
+            service_id is None
+            or (type(service_id) is str and 0 < len(service_id) <= _ID_MAX and service_id.isprintable())
+        )
+        and (
+            endpoint_id is None
+            or (type(endpoint_id) is str and 0 < len(endpoint_id) <= _ID_MAX and endpoint_id.isprintable())
+        )
         and type(outcome_type) is str
         and 0 < len(outcome_type) <= _ID_MAX
+        and outcome_type.isprintable()
         and (type(value) is str or _is_scalar(value))
     ):
         return None

@@ -22,7 +22,7 @@ MAX_DURATION_TEXT = "100 years (36500d)"
 """The longest window or maturity: far beyond any real label delay, far inside every type it passes."""
 # A join path: record_id, or context./features. followed by dotted names; the characters are limited so
 # that a path can be turned into a JSON pointer and an SQL literal without any escaping ambiguity.
-_PATH = re.compile(r"^(context|features)(\.[A-Za-z0-9_][A-Za-z0-9_\-]*)+$")
+_PATH = re.compile(r"^(context|features)(\.[A-Za-z0-9_][A-Za-z0-9_\-]*)+\Z")
 _FIELDS = {
     "service_id",
     "endpoint_id",

@@ -210,6 +210,19 @@ def test_413_415_and_bad_json_shapes(server: Server, keys: Keys) -> None:
         headers={**bearer(keys.write), "Content-Type": "text/csv"},
     )
     _assert_error(wrong_type, 415, "UnsupportedMediaType")
+    # the body is always read as UTF-8: a Latin-1 body was stored as mojibake
+    latin1 = httpx.post(
+        f"{server.url}/v1/outcomes",
+        content='{"record_id": "r", "value": "café"}'.encode("latin-1"),
+        headers={**bearer(keys.write), "Content-Type": "application/json; charset=ISO-8859-1"},
+    )
+    _assert_error(latin1, 415, "UnsupportedMediaType")
+    utf8 = httpx.post(
+        f"{server.url}/v1/outcomes",
+        content='{"record_id": "r-utf8", "value": "café"}'.encode(),
+        headers={**bearer(keys.write), "Content-Type": 'application/json; charset="UTF-8"'},
+    )
+    assert utf8.status_code == 200, utf8.text
     not_json = httpx.post(
         f"{server.url}/v1/outcomes",
         content=b"{nope",
@@ -231,6 +244,29 @@ def test_every_endpoint_answers_errors_in_one_shape(server: Server, keys: Keys) 
     _assert_error(
         httpx.get(f"{server.url}/v1/outcomes", params={"key.bad": "x"}, headers=h), 422, "InputError"
     )
+    # a repeated parameter used to answer for its last value; an empty record_id with nothing
+    _assert_error(
+        httpx.get(f"{server.url}/v1/outcomes", params=[("record_id", "a"), ("record_id", "b")], headers=h),
+        422,
+        "InputError",
+    )
+    _assert_error(
+        httpx.get(
+            f"{server.url}/v1/outcomes",
+            params=[("key.context.tx", "T-1"), ("key.context.tx", "T-2")],
+            headers=h,
+        ),
+        422,
+        "InputError",
+    )
+    _assert_error(
+        httpx.get(f"{server.url}/v1/outcomes", params={"record_id": ""}, headers=h), 422, "InputError"
+    )
+    _assert_error(
+        httpx.get(f"{server.url}/v1/predictions/none", params={"as_of": "2000-01-01"}, headers=h),
+        422,
+        "InputError",
+    )
     _assert_error(httpx.get(f"{server.url}/v1/predictions/none", headers=h), 404, "NotFound")
     _assert_error(httpx.get(f"{server.url}/v1/nothing-here", headers=h), 404, "NotFound")
     _assert_error(httpx.put(f"{server.url}/v1/outcomes", headers=h), 405, "MethodNotAllowed")
@@ -242,6 +278,9 @@ def test_every_endpoint_answers_errors_in_one_shape(server: Server, keys: Keys) 
         422,
         "InputError",
     )
+    # an unknown field was dropped: a key asked to expire was created without expiry
+    expiring = {"name": "x", "scopes": ["read"], "expires_at": "2026-12-31T00:00:00Z"}
+    _assert_error(httpx.post(f"{server.url}/v1/admin/keys", json=expiring, headers=admin), 422, "InputError")
     _assert_error(httpx.delete(f"{server.url}/v1/admin/keys/000000000000", headers=admin), 404, "NotFound")
 
 

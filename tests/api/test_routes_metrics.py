@@ -117,6 +117,22 @@ def test_unknown_query_parameters_are_refused(
     }
 
 
+def test_a_parameter_given_twice_is_refused(running: tuple[Server, dict[str, str]]) -> None:
+    # FastAPI keeps the last value: by=day&by=week answered by week, by=week&by=day by day
+    srv, tokens = running
+    for name, values in (("by", ["day", "week"]), ("as_of", ["2026-01-10", "2026-01-02"])):
+        response = httpx.get(
+            f"{srv.url}/v1/metrics",
+            params=[(name, v) for v in values],
+            headers=bearer(tokens["read"]),
+            timeout=30,
+        )
+        assert response.status_code == 422
+        assert response.json()["error"]["message"] == (
+            f"query parameter(s) ['{name}'] given more than once; give each once"
+        )
+
+
 def test_the_known_parameters_are_the_documented_ones(running: tuple[Server, dict[str, str]]) -> None:
     srv, tokens = running
     schema = httpx.get(f"{srv.url}/openapi.json", headers=bearer(tokens["read"]), timeout=30).json()

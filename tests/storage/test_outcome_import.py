@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -78,4 +79,29 @@ def test_one_bad_record_rejects_the_file(tmp_path: Path) -> None:
     with pytest.raises(InvalidOutcome) as caught:
         import_outcomes(tmp_path / "root", path)
     assert caught.value.details[0]["index"] == 1
+    assert _rows(tmp_path / "root") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # DictReader kept the last of two cells of one column: value,value with fraud,ok stored ok
+        ("outcome_id,record_id,value,value\no1,r1,fraud,ok\n", "names column(s) ['value'] more than once"),
+        (
+            "outcome_id,key.context.tx,key.context.tx,value\no1,T-1,T-2,1\n",
+            "names column(s) ['key.context.tx'] more than once",
+        ),
+        # a short row read its missing cells as absent fields (occurred_at defaulted to now)
+        (
+            "outcome_id,record_id,value,occurred_at\no1,r1,1\n",
+            "record 0: row: fewer cells than header columns",
+        ),
+        ("outcome_id,record_id,value\no1,r1,1,extra\n", "record 0: row: more cells than header columns"),
+    ],
+)
+def test_a_csv_whose_cells_do_not_fit_its_header_is_rejected(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InvalidOutcome, match=re.escape(message)):
+        import_outcomes(tmp_path / "root", path)
     assert _rows(tmp_path / "root") == []

@@ -103,6 +103,7 @@ def test_defaults_join_label_outcomes_on_record_id() -> None:
         ({"endpoint_id": ""}, "endpoint_id must be a non-empty string"),
         ({"join_on": "context.transaction id"}, "join_on path 'context.transaction id' is not valid"),
         ({"join_on": "payload.x"}, "join_on path 'payload.x' is not valid"),
+        ({"join_on": "context.tx\n"}, r"join_on path 'context\.tx\\n' is not valid"),  # `$` let it through
         ({"join_on": "context.a'; DROP"}, "is not valid"),
         ({"join_on": []}, "join_on must be a path or a non-empty list"),
         ({"join_on": ["record_id", "context.a"]}, "do not combine it"),
