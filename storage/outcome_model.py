@@ -95,6 +95,10 @@ class OutcomeIn(BaseModel):
         bad = [path for path in key if not KEY_PATH.match(path)]
         if bad:
             raise ValueError(f"key paths must be context.<name> or features.<name>, got {bad}")
+        # the intake's SQLite JSON functions stop at U+0000: a pending key holding one was not found
+        with_nul = [path for path, part in key.items() if isinstance(part, str) and "\x00" in part]
+        if with_nul:
+            raise ValueError(f"key values must not contain U+0000 (NUL), at {with_nul}")
         return key
 
     @model_validator(mode="after")
@@ -523,6 +527,8 @@ def _fast_item(item: Any, new_id: str | None) -> Outcome | None:
             return None
         for path, part in key.items():
             if type(path) is not str or not KEY_PATH.match(path) or not _is_scalar(part):
+                return None
+            if type(part) is str and "\x00" in part:  # the model refuses it
                 return None
     if (record_id is None) == (key is None):
         return None

@@ -148,6 +148,11 @@ def test_a_repeated_occurred_at_is_checked_every_time() -> None:
             "must not contain control characters (U+0000-U+001F, U+007F)",
         ),
         (
+            {"key": {"context.tx": "T-1\u0000x", "context.n": 1}, "value": 1},
+            "key",
+            "key values must not contain U+0000 (NUL), at ['context.tx']",
+        ),
+        (
             {"key": {"context.tx\n": "T-1"}, "value": 1},
             "key",
             "key paths must be context.<name> or features.<name>, got ['context.tx\\n']",
