@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from service.errors import ConfigError, HindsightError, QueryError
+from service.errors import ConfigError, HindsightError, InputError, QueryError
 from service.render import OutputFormat, render_rows, to_json
 from service.settings import Settings, SettingsLoadError, load_settings
 
@@ -39,9 +39,12 @@ class CliState:
     def settings(self, **overrides: Any) -> Settings:
         """Settings with the command's flags on top (None values mean 'not given')."""
         try:
-            return load_settings(root=self.root, config=self.config, overrides=_drop_none(overrides))
+            settings = load_settings(root=self.root, config=self.config, overrides=_drop_none(overrides))
         except SettingsLoadError as exc:
             raise ConfigError(exc.message, details=exc.details) from exc
+        if not self.debug:  # --debug shows everything; otherwise the setting decides, for every command
+            logging.getLogger().setLevel(settings.log_level)
+        return settings
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
@@ -57,9 +60,21 @@ def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
 
 
 RootOption = Annotated[
-    Path | None,
+    str | None,
     typer.Option("--root", envvar="HINDSIGHT_ROOT", help="Data folder (default ./hindsight-data)."),
 ]
+
+
+def root_path(text: str | None, flag: str) -> Path | None:
+    """The folder given to `flag`, or None; an empty one is an InputError (it used to mean the current
+    folder: an unset shell variable in HINDSIGHT_ROOT put tables/ and state/ wherever the command ran)."""
+    if text is None:
+        return None
+    if not text.strip():
+        raise InputError(f"{flag} is an empty path; give a folder")
+    return Path(text)
+
+
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", help="TOML config file (default <root>/hindsight.toml if present)."),
@@ -78,7 +93,7 @@ def _global(
 
     Example: hindsight --root ./data ingest files /opt/dss/run/api-queries
     """
-    ctx.obj = CliState(root=root, config=config, debug=debug)
+    ctx.obj = CliState(root=root_path(root, "--root (or HINDSIGHT_ROOT)"), config=config, debug=debug)
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -107,9 +122,12 @@ def sql_command(
     from storage.policies import policies_from_config
     from storage.views import DUCKDB_FAILURES
 
+    _read_only(query)
     settings = state_of(ctx).settings()
     con = connect(settings.root, policies=policies_from_config([p.model_dump() for p in settings.policies]))
     try:
+        # a query may read any file (read_csv, ...), but must not fetch extensions from the network
+        con.execute("SET autoinstall_known_extensions = false")
         result = con.execute(query)
         columns = [d[0] for d in result.description or []]
         rows = result.fetchall()
@@ -118,6 +136,29 @@ def sql_command(
     finally:
         con.close()
     typer.echo(render_rows(columns, rows, fmt))
+
+
+_READ_STATEMENTS = frozenset({"SELECT", "EXPLAIN"})
+"""What `hindsight sql` runs: SELECT (with WITH, FROM-first, VALUES, DESCRIBE, SHOW, SUMMARIZE), EXPLAIN."""
+
+
+def _read_only(query: str) -> None:
+    """An InputError unless `query` is one read-only statement. It used to run anything on a connection
+    that can write files: a COPY ... TO <root>/tables/outcomes (OVERWRITE) emptied the outcomes table, and
+    a COPY over state/keys.sqlite destroyed the API keys (review finding)."""
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as exc:
+        raise QueryError(f"query failed: {exc}") from exc
+    kinds = [str(s.type).rsplit(".", 1)[-1] for s in statements]
+    if len(kinds) != 1 or kinds[0] not in _READ_STATEMENTS:
+        raise InputError(
+            "hindsight sql runs one read-only query (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, "
+            f"SUMMARIZE or EXPLAIN); got {', '.join(kinds) or 'no statement'}",
+            details={"statements": kinds},
+        )
 
 
 def _attach_commands() -> None:
@@ -145,6 +186,54 @@ def _attach_commands() -> None:
 _attach_commands()
 
 
+def _refuse_repeated_options(argv: list[str]) -> None:
+    """An option given twice to the same command is an InputError (click keeps the last value:
+    `--by day --by none` gave cohorts by none), except the options that take several values. The global
+    options (before the command) and the command's own are counted apart: `hindsight --root A demo
+    --root B` gives the demo its own folder, as documented."""
+    start = 0  # the command's first token: after the global options and their values
+    while start < len(argv) and argv[start].startswith("-"):
+        start += 2 if argv[start] in _GLOBAL_VALUE_OPTIONS else 1
+    repeated: list[str] = []
+    for level in (argv[:start], argv[start:]):
+        seen: set[str] = set()
+        for token in level:
+            if token == "--":
+                break
+            if not token.startswith("--"):
+                continue
+            name = token.split("=", 1)[0]
+            if name in seen and name not in repeated:
+                repeated.append(name)
+            seen.add(name)
+    repeated = [name for name in repeated if name not in _multiple_options()]
+    if repeated:
+        raise InputError(
+            f"option(s) {repeated} given more than once; give each once", details={"repeated": repeated}
+        )
+
+
+_GLOBAL_VALUE_OPTIONS = frozenset({"--root", "--config"})
+"""The global options that take a value (as the next token when not written --name=value)."""
+
+
+def _multiple_options() -> set[str]:
+    """The options of any command that may be given several times (`keys create --scope`)."""
+    import typer.main
+
+    found: set[str] = set()
+
+    def walk(command: Any) -> None:  # typer's vendored click Command
+        for param in command.params:
+            if getattr(param, "multiple", False):
+                found.update(param.opts)
+        for sub in getattr(command, "commands", {}).values():
+            walk(sub)
+
+    walk(typer.main.get_command(app))
+    return found
+
+
 def main() -> None:
     """Run the CLI; a HindsightError becomes one line on stderr and a non-zero exit code."""
     for stream in (sys.stdout, sys.stderr):
@@ -154,6 +243,7 @@ def main() -> None:
     debug = "--debug" in sys.argv
     fmt_json = "--format" in sys.argv and "json" in sys.argv
     try:
+        _refuse_repeated_options(sys.argv[1:])
         app(standalone_mode=False)
     except HindsightError as exc:
         if debug:
@@ -171,9 +261,19 @@ def main() -> None:
     except Exception as exc:  # click usage errors and the like
         import click
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        # typer vendors its own click: its usage errors are not click.ClickException (they used to
+        # print as "error: unexpected NoSuchOption" with exit code 1)
+        usage = isinstance(exc, click.ClickException) or (
+            isinstance(exc, typer.TyperException) and callable(getattr(exc, "format_message", None))
+        )
+        if usage and not debug:
+            message = exc.format_message()  # type: ignore[attr-defined]
+            code = getattr(exc, "exit_code", 2)
+            if fmt_json:
+                typer.echo(to_json(InputError(message).to_dict()), err=True)
+            else:
+                typer.echo(f"error: {message}", err=True)
+            sys.exit(code)
         if debug:
             raise
         typer.echo(f"error: unexpected {type(exc).__name__}: {exc}", err=True)

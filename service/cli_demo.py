@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,7 +12,7 @@ from service.render import OutputFormat, render_rows
 def demo_command(
     ctx: typer.Context,
     root: Annotated[
-        Path | None, typer.Option("--root", help="Data folder for the demo (default: the global --root).")
+        str | None, typer.Option("--root", help="Data folder for the demo (default: the global --root).")
     ] = None,
 ) -> None:
     """Generate a week of sample DSS query logs and their outcomes, ingest both, and evaluate the models.
@@ -22,10 +21,10 @@ def demo_command(
 
     Example: hindsight demo --root ./demo-data
     """
-    from service.cli import state_of
+    from service.cli import root_path, state_of
     from service.demo import run_demo
 
-    chosen = root if root is not None else state_of(ctx).settings().root
+    chosen = root_path(root, "--root") or state_of(ctx).settings().root
     report = run_demo(chosen)
     if report.generated is not None:
         g = report.generated

@@ -19,6 +19,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from service.errors import InputError
 from service.render import is_terminal, to_json
 
 ingest_app = typer.Typer(help="Read prediction query logs into the predictions table.", no_args_is_help=True)
@@ -81,6 +82,8 @@ def files_command(
     from service.cli import state_of
     from service.scheduler import run_every, stop_on_signals
 
+    if interval is not None and not follow:
+        raise InputError("--interval sets the time between scans of --follow; give --follow too")
     settings = state_of(ctx).settings(ingest={"source_tz": source_tz, "follow_interval": interval})
     ingest = settings.ingest
     ingestor = FileIngestor(

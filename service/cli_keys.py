@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -12,13 +14,19 @@ from service.settings import Settings
 keys_app = typer.Typer(help="Manage API keys (the secret is shown once, at creation).", no_args_is_help=True)
 
 
-def _audit_admin(settings: Settings, event: str, **fields: object) -> None:
-    """Key changes made on the command line go to hindsight.audit.admin like those made over HTTP."""
+@contextmanager
+def _admin_audit(settings: Settings) -> Iterator[Callable[..., None]]:
+    """Key changes made on the command line go to hindsight.audit.admin like those made over HTTP.
+
+    The audit log is set up BEFORE the change: a broken logs_dir or logging_config used to fail the
+    command after the key was created, leaving a live key whose secret nobody saw (review finding)."""
     from api.audit import admin_log, audit, close_audit, configure_audit
 
     configure_audit(settings.api.logs_dir or settings.root / "logs", config_file=settings.api.logging_config)
-    audit(admin_log, event, by="cli", **fields)
-    close_audit()
+    try:
+        yield lambda event, **fields: audit(admin_log, event, by="cli", **fields)
+    finally:
+        close_audit()
 
 
 @keys_app.command("create")
@@ -38,12 +46,13 @@ def create_command(
     from storage.layout import Layout
 
     settings = state_of(ctx).settings()
-    store = KeyStore(Layout(settings.root).keys_db)
-    try:
-        created = store.create(name, scope)
-    finally:
-        store.close()
-    _audit_admin(settings, "key_created", key_id=created.key.id, name=name, scopes=list(created.key.scopes))
+    with _admin_audit(settings) as record:
+        store = KeyStore(Layout(settings.root).keys_db)
+        try:
+            created = store.create(name, scope)
+        finally:
+            store.close()
+        record("key_created", key_id=created.key.id, name=name, scopes=list(created.key.scopes))
     typer.echo(created.token)
     typer.echo(f"created key {created.key.id} ({' '.join(created.key.scopes)}); keep it safe", err=True)
 
@@ -83,12 +92,13 @@ def revoke_command(
     from storage.layout import Layout
 
     settings = state_of(ctx).settings()
-    store = KeyStore(Layout(settings.root).keys_db)
-    try:
-        key = store.revoke(key_id)
-    finally:
-        store.close()
-    _audit_admin(settings, "key_revoked", key_id=key.id)
+    with _admin_audit(settings) as record:
+        store = KeyStore(Layout(settings.root).keys_db)
+        try:
+            key = store.revoke(key_id)
+        finally:
+            store.close()
+        record("key_revoked", key_id=key.id)
     typer.echo(f"revoked key {key.id} ({key.name}) at {key.revoked_at}")
 
 

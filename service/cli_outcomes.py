@@ -31,17 +31,21 @@ def import_command(
     from storage.outcome_import import import_outcomes
 
     settings = state_of(ctx).settings()
-    report = import_outcomes(settings.root, path, fmt=input_format)
+    # The audit log is set up first: a broken logs_dir used to fail the command after the outcomes were
+    # stored, and running it again stored those without an outcome_id a second time (review finding).
     configure_audit(settings.api.logs_dir or settings.root / "logs", config_file=settings.api.logging_config)
-    audit(
-        outcomes_log,
-        "outcomes_imported",
-        key_id=None,
-        path=str(path),
-        created=report.created,
-        duplicate=report.duplicate,
-    )
-    close_audit()
+    try:
+        report = import_outcomes(settings.root, path, fmt=input_format)
+        audit(
+            outcomes_log,
+            "outcomes_imported",
+            key_id=None,
+            path=str(path),
+            created=report.created,
+            duplicate=report.duplicate,
+        )
+    finally:
+        close_audit()
     columns = ["file", "format", "created", "duplicate", "flushed"]
     row = [str(report.path), report.file_format, report.created, report.duplicate, report.flushed]
     typer.echo(render_rows(columns, [row], fmt))

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_ROOT = Path("./hindsight-data")
@@ -43,7 +43,11 @@ class IngestSettings(_Section):
         description="How many bytes of input are parsed and committed together in one Delta commit.",
     )
     follow_interval: float = Field(
-        5.0, gt=0, description="Seconds between scans of the log folders with --follow."
+        5.0,
+        gt=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="Seconds between scans of the log folders with --follow (at most a day).",
     )
     parse_threads: int = Field(
         1,
@@ -73,11 +77,17 @@ class KafkaSettings(_Section):
         100_000, gt=0, description="Most messages gathered before one Delta commit."
     )
     batch_max_seconds: float = Field(
-        2.0, gt=0, description="Longest a batch waits before it is committed, in seconds."
+        2.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Longest a batch waits before it is committed, in seconds (at most an hour).",
     )
     unavailable_timeout_s: float = Field(
         60.0,
         gt=0,
+        le=86_400,
+        allow_inf_nan=False,
         description="How long the broker may stay unreachable (at start or mid-run) before the command "
         "gives up with BrokerUnavailable; --until-idle shortens it when smaller.",
     )
@@ -97,11 +107,17 @@ class ApiSettings(_Section):
     )
     max_batch_items: int = Field(10_000, gt=0, description="Most outcomes in one request.")
     flush_interval: float = Field(
-        1.0, gt=0, description="Seconds between moves of intake-log outcomes into the Delta table."
+        1.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Seconds between moves of intake-log outcomes into the Delta table (at most an hour).",
     )
     group_commit_ms: float = Field(
         2.0,
         ge=0,
+        le=1000,
+        allow_inf_nan=False,
         description="How long the intake log's writer thread waits to gather concurrent writes into one "
         "fsync.",
     )
@@ -165,7 +181,27 @@ class Settings(BaseSettings):
     )
 
     root: Path = Field(DEFAULT_ROOT, description="Folder holding the tables, intake log, keys and logs.")
-    log_level: str = Field("INFO", description="Level of the operational log on stderr.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="Level of the operational log on stderr (DEBUG, INFO, WARNING, ERROR, CRITICAL)."
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("root", "api", mode="before")
+    @classmethod
+    def _no_empty_paths(cls, value: Any, info: ValidationInfo) -> Any:
+        # An empty HINDSIGHT_ROOT (an unset shell variable) or logs_dir = "" became the current folder.
+        paths = {"root": value} if info.field_name == "root" else value if isinstance(value, dict) else {}
+        for name in ("root", "logs_dir", "logging_config"):
+            given = paths.get(name)
+            if isinstance(given, str) and not given.strip():
+                where = name if info.field_name == "root" else f"api.{name}"
+                raise ValueError(f"{where} is an empty path; give a folder or file name")
+        return value
+
     ingest: IngestSettings = Field(default_factory=IngestSettings, description="File and line parsing.")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="Kafka ingestion.")
     api: ApiSettings = Field(default_factory=ApiSettings, description="The REST API.")
@@ -216,6 +252,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise SettingsLoadError(f"config file not found: {path}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise SettingsLoadError(f"config file {path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise SettingsLoadError(
+            f"config file {path} is not UTF-8 text: {exc.reason} at byte {exc.start}"
+        ) from exc
     except OSError as exc:
         raise SettingsLoadError(f"cannot read config file {path}: {exc.strerror}") from exc
 

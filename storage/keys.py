@@ -103,6 +103,10 @@ def _validate_scopes(scopes: Sequence[str]) -> tuple[str, ...]:
     return tuple(s for s in SCOPES if s in scopes)
 
 
+MAX_NAME = 200
+"""The longest key name (the API's `KeyCreate` has the same limit)."""
+
+
 class KeyStore:
     """The API keys of one root (thread-safe: one connection behind a lock).
 
@@ -134,6 +138,12 @@ class KeyStore:
         """Create a key; its token is returned once and never stored."""
         if not name.strip():
             raise InputError("a key needs a non-empty name", details={"name": name})
+        # the API's limit (KeyCreate) holds on the command line too; a newline split the row of `keys list`
+        if len(name) > MAX_NAME or not name.isprintable():
+            raise InputError(
+                f"a key name is at most {MAX_NAME} printable characters (no control characters)",
+                details={"name": name},
+            )
         chosen = _validate_scopes(scopes)
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)

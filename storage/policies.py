@@ -82,7 +82,13 @@ def _text(raw: Mapping[str, Any], field: str, where: str, *, required: bool = Fa
         return None
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{where}: {field} must be a non-empty string, got {value!r}")
+    if value != value.strip() and field in _EXACT:
+        # compared as text with ids and labels: "fraud " matched no endpoint, silently (review finding)
+        raise ConfigError(f"{where}: {field} {value!r} has spaces at its ends; ids and labels match exactly")
     return value
+
+
+_EXACT = frozenset({"service_id", "endpoint_id", "outcome_type", "positive", "implicit_value"})
 
 
 def _join_on(raw: Any, where: str) -> tuple[str, ...]:
@@ -115,7 +121,9 @@ def policy_from_mapping(raw: Mapping[str, Any], *, where: str = "policy") -> Pol
     endpoint_id = _text(raw, "endpoint_id", where, required=True)
     assert service_id is not None and endpoint_id is not None
     where = f"{where} ({service_id}/{endpoint_id})"
-    attribution = raw.get("attribution") or "last_before"
+    attribution = raw.get("attribution")
+    if attribution is None:  # not `or`: an empty attribution is an error, as in hindsight.toml
+        attribution = "last_before"
     if attribution not in ATTRIBUTIONS:
         raise ConfigError(
             f"{where}: attribution must be one of {', '.join(ATTRIBUTIONS)}, got {attribution!r}"

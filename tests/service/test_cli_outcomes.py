@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import storage
 from service.cli import app
+from service.errors import InputError
 from storage.keys import KeyStore
+from tests.ingest.file_logs import run_cli
 
 
 def run(root: Path, *args: str) -> tuple[int, str]:
@@ -99,3 +102,47 @@ def test_hindsight_serve_runs_the_api(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=20) in (0, -15)  # uvicorn re-raises SIGTERM after a clean shutdown
+
+
+def _broken_logs(root: Path) -> None:
+    """A logs_dir the audit log cannot be created in (a file stands where the folder would be)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "not-a-folder").write_text("x")
+    (root / "hindsight.toml").write_text(f'[api]\nlogs_dir = "{root / "not-a-folder" / "logs"}"\n')
+
+
+def test_a_broken_audit_log_stops_an_import_before_it_stores_anything(tmp_path: Path) -> None:
+    # the audit log was set up after the import: the command failed with the outcomes already stored,
+    # and a rerun stored those without an outcome_id twice (review finding)
+    root = tmp_path / "root"
+    _broken_logs(root)
+    path = tmp_path / "labels.jsonl"
+    path.write_text('{"record_id": "r1", "value": 1}\n')
+    result = run_cli(root, "outcomes", "import", str(path))
+    assert result.returncode == 2 and "audit log" in result.stderr
+    assert not (root / "state" / "outcomes-intake.sqlite").exists()
+    assert not (root / "tables" / "outcomes").exists()
+
+
+def test_a_broken_audit_log_stops_key_creation_before_the_key_exists(tmp_path: Path) -> None:
+    # the key was created, then the command failed without printing its secret: a live key nobody has
+    root = tmp_path / "root"
+    _broken_logs(root)
+    result = run_cli(root, "keys", "create", "--name", "ci", "--scope", "admin")
+    assert result.returncode == 2 and result.stdout == ""
+    store = KeyStore(root / "state" / "keys.sqlite")
+    try:
+        assert store.list() == []
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("name", ["x" * 201, "two\nlines", "tab\there"])
+def test_a_key_name_is_short_and_printable(tmp_path: Path, name: str) -> None:
+    store = KeyStore(tmp_path / "keys.sqlite")
+    try:
+        with pytest.raises(InputError, match="at most 200 printable characters"):
+            store.create(name, ["read"])
+        assert store.list() == []
+    finally:
+        store.close()

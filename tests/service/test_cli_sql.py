@@ -76,3 +76,37 @@ def test_an_error_message_that_is_not_utf8_is_still_one_error_line(root: Path) -
 def test_sql_on_an_empty_root_sees_empty_views(tmp_path: Path) -> None:
     result = run_cli(tmp_path / "fresh", "sql", "SELECT count(*) AS n FROM predictions", "--format", "json")
     assert json.loads(result.stdout) == [{"n": 0}]
+
+
+@pytest.mark.parametrize(
+    ("query", "got"),
+    [
+        ("COPY (SELECT 1 AS x) TO 'x.csv'", "COPY"),
+        ("SELECT 1; DROP VIEW predictions", "SELECT, DROP"),
+        ("ATTACH 'x.duckdb'", "ATTACH"),
+        ("INSTALL httpfs", "LOAD"),
+        ("SET threads = 1", "SET"),
+    ],
+)
+def test_only_one_read_only_query_runs(root: Path, query: str, got: str) -> None:
+    # a COPY ... TO <root>/tables/outcomes (OVERWRITE) emptied the table (review finding)
+    result = run_cli(root, "sql", query)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: hindsight sql runs one read-only query (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, "
+        f"SUMMARIZE or EXPLAIN); got {got}\n"
+    )
+
+
+def test_a_copy_cannot_overwrite_a_table(root: Path) -> None:
+    before = run_cli(root, "sql", "SELECT count(*) AS n FROM predictions", "--format", "json")
+    target = root / "tables" / "predictions"
+    copy = f"COPY (SELECT 1 AS x, 'a' AS p) TO '{target}' (FORMAT parquet, PARTITION_BY (p), OVERWRITE)"
+    assert run_cli(root, "sql", copy).returncode == 2
+    after = run_cli(root, "sql", "SELECT count(*) AS n FROM predictions", "--format", "json")
+    assert json.loads(after.stdout) == json.loads(before.stdout) and json.loads(after.stdout)[0]["n"] > 0
+
+
+@pytest.mark.parametrize("query", ["DESCRIBE predictions", "EXPLAIN SELECT 1", "FROM predictions LIMIT 1"])
+def test_read_only_forms_still_run(root: Path, query: str) -> None:
+    assert run_cli(root, "sql", query).returncode == 0

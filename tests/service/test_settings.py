@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,46 @@ def test_missing_config_file_is_a_clear_cli_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: config file not found: {tmp_path / 'nope.toml'}"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # inf passed validation, then crashed the scheduler (OverflowError) or killed the flusher thread
+        ("[ingest]\nfollow_interval = inf\n", "ingest.follow_interval: Input should be a finite number"),
+        ("[api]\nflush_interval = inf\n", "api.flush_interval: Input should be a finite number"),
+        ("[api]\nflush_interval = 1e10\n", "api.flush_interval: Input should be less than or equal to 3600"),
+        ("[kafka]\nbatch_max_seconds = nan\n", "kafka.batch_max_seconds: Input should be a finite number"),
+        (
+            'log_level = "garbage"\n',
+            "log_level: Input should be 'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL'",
+        ),
+        # an empty path was the current folder
+        ('[api]\nlogs_dir = ""\n', "api.logs_dir is an empty path"),
+        ('[api]\nlogging_config = " "\n', "api.logging_config is an empty path"),
+    ],
+)
+def test_values_that_cannot_work_are_refused_when_loading(tmp_path: Path, text: str, expected: str) -> None:
+    (tmp_path / "hindsight.toml").write_text(text, encoding="utf-8")
+    with pytest.raises(SettingsLoadError, match=re.escape(expected)):
+        load_settings(root=tmp_path)
+
+
+def test_log_level_is_read_in_any_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HINDSIGHT_LOG_LEVEL", "warning")
+    assert load_settings(root=tmp_path).log_level == "WARNING"
+
+
+def test_an_empty_root_from_the_environment_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HINDSIGHT_ROOT", "")
+    with pytest.raises(SettingsLoadError, match="root is an empty path"):
+        load_settings()
+
+
+def test_a_config_file_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[kafka]\ntopic = "café"\n'.encode("latin-1"))
+    with pytest.raises(SettingsLoadError, match=f"config file {re.escape(str(path))} is not UTF-8 text"):
+        load_settings(root=tmp_path, config=path)

@@ -112,6 +112,10 @@ def test_defaults_join_label_outcomes_on_record_id() -> None:
         ({"window": "soon"}, "is not a duration"),
         ({"implicit_value": "OK"}, "implicit_value needs a maturity"),
         ({"positve": "FRAUD"}, "unknown field"),
+        # compared as text: "fraud " matched no endpoint, silently; "" read as last_before in notebooks
+        ({"service_id": "fraud "}, "service_id 'fraud ' has spaces at its ends"),
+        ({"positive": " FRAUD"}, "positive ' FRAUD' has spaces at its ends"),
+        ({"attribution": ""}, "attribution must be one of last_before, all_within, got ''"),
     ],
 )
 def test_invalid_policies_get_specific_errors(overrides: dict[str, Any], message: str) -> None:
