@@ -19,7 +19,7 @@ from ingest.fastline import UTC_ZONES, parse_fast
 from ingest.parse_sql import BATCH_QUERY, LINES_QUERY, MACROS
 from service.errors import ConfigError, InputError
 from storage.schemas import PREDICTIONS, QUARANTINE
-from storage.views import DUCKDB_FAILURES
+from storage.views import DUCKDB_FAILURES, failure_text
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +151,7 @@ class LineParser:
             return self._sql(prepared)
         except DUCKDB_FAILURES as exc:
             if prepared.num_rows <= 1:
-                message = (
-                    str(exc).splitlines()[0][:200]
-                    if isinstance(exc, duckdb.Error)
-                    else "DuckDB rejected it with an error message that is not valid UTF-8"
-                )
+                message = failure_text(exc).splitlines()[0][:200]
                 return _Rows([], _failed_rows(prepared, f"could not be parsed: {message}"))
         half = prepared.num_rows // 2
         first, second = (

@@ -120,7 +120,7 @@ def sql_command(
     """
     from storage import connect
     from storage.policies import policies_from_config
-    from storage.views import DUCKDB_FAILURES
+    from storage.views import DUCKDB_FAILURES, failure_text
 
     _read_only(query)
     settings = state_of(ctx).settings()
@@ -132,7 +132,7 @@ def sql_command(
         columns = [d[0] for d in result.description or []]
         rows = result.fetchall()
     except DUCKDB_FAILURES as exc:
-        raise QueryError(f"query failed: {exc}") from exc
+        raise QueryError(f"query failed: {failure_text(exc)}") from exc
     finally:
         con.close()
     typer.echo(render_rows(columns, rows, fmt))

@@ -22,7 +22,7 @@ import numpy as np
 from service.errors import InputError, QueryError
 from storage.label_sql import PREDICTIONS_SOURCE, WON_TABLE
 from storage.policies import Policy
-from storage.views import DUCKDB_FAILURES, connect
+from storage.views import DUCKDB_FAILURES, connect, failure_text
 
 EPS = float(np.finfo(np.float64).eps)
 """Probabilities are clipped to [EPS, 1 - EPS] for log_loss, as scikit-learn does for float64."""
@@ -195,7 +195,7 @@ def compute_metrics(con: duckdb.DuckDBPyConnection, query: MetricsQuery) -> list
                 for key, values in fetch(con, _COHORT_TEXT[query.by], groups).items():
                     extra.setdefault(key, {}).update(values)
     except DUCKDB_FAILURES as exc:
-        raise QueryError(f"metrics query failed: {exc}") from exc
+        raise QueryError(f"metrics query failed: {failure_text(exc)}") from exc
     finally:
         # Best effort: a connection DuckDB has invalidated cannot be cleaned, and its error must not
         # hide the QueryError above (leftover temp tables are replaced by the next call anyway).

@@ -24,8 +24,16 @@ from storage.schemas import TABLES
 DUCKDB_FAILURES: tuple[type[Exception], ...] = (duckdb.Error, UnicodeDecodeError)
 """What a DuckDB statement over user data can raise: DuckDB's own errors and, when its message quotes a
 value cut inside a UTF-8 character (`Malformed JSON ... Input: "xéé…`), the Python binding's
-UnicodeDecodeError instead (duckdb 2.0.1). A DSS line holding such a value crashed the parser, and with
-it every ingest run (review finding, 2026-12-02); catch this tuple where a duckdb.Error is caught."""
+UnicodeDecodeError instead (duckdb 2.0.1 under Python 3.11.7), or a duckdb.Error with an empty message
+(the same wheel under Debian's Python 3.11.2, which CI runs). A DSS line holding such a value crashed
+the parser, and with it every ingest run (review finding, 2026-12-02); catch this tuple where a
+duckdb.Error is caught, and word the error with `failure_text`."""
+
+
+def failure_text(exc: BaseException) -> str:
+    """The message of a DUCKDB_FAILURES exception, or a sentence saying why there is none."""
+    text = "" if isinstance(exc, UnicodeDecodeError) else str(exc).strip()
+    return text or "DuckDB rejected it with an error message that is not valid UTF-8"
 
 
 @dataclass(frozen=True)
@@ -154,5 +162,5 @@ def connect(root: Path | str, *, policies: Sequence[Policy] | None = None) -> du
         con.execute("SET TimeZone = 'UTC'")
         refresh(con, root, policies=chosen)
     except DUCKDB_FAILURES as exc:
-        raise StorageError(f"cannot open views over {root}: {exc}") from exc
+        raise StorageError(f"cannot open views over {root}: {failure_text(exc)}") from exc
     return con
