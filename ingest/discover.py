@@ -11,9 +11,15 @@ from pathlib import Path
 from service.errors import SourceError
 
 _NAME = re.compile(
-    r"^(?P<base>.+\.log)(?:\.(?P<date>\d{4}-\d{2}-\d{2})|\.(?P<index>\d+))?(?P<gz>\.gz)?$",
+    r"^(?P<base>.+\.log)"
+    r"(?:[.-](?P<date>\d{4}-?\d{2}-?\d{2}(?:[-_]?\d{2}){0,2})|\.(?P<index>\d+))?"
+    r"(?P<gz>\.gz)?\Z",
+    re.DOTALL,
 )
-"""`X.log`, `X.log.N`, `X.log.YYYY-MM-DD`, each optionally gzipped (log4j and logrotate naming)."""
+"""`X.log`, `X.log.N` and dated `X.log.YYYY-MM-DD` (log4j) or `X.log-YYYYMMDD` (logrotate's dateext; also
+with an hour and minute, `-`/`_` separated or not), each optionally gzipped. Dateext names were not
+found, so a file rotated to `queries.log-20261125` lost its unread lines without a word (review
+finding). DOTALL and an end-of-text anchor: a name holding a newline is still a name."""
 
 SETTLE_SECONDS = 5.0
 """A rotated plain file unmodified for this long is taken as complete (see LogFile.settled)."""
@@ -60,7 +66,7 @@ def classify(path: Path) -> LogFile | None:
         return None
     base = path.with_name(match["base"])
     if match["date"]:
-        rotation = (0, match["date"], 0)
+        rotation = (0, re.sub(r"\D", "", match["date"]), 0)  # 2026-11-25 and 20261125 sort together
     elif match["index"]:
         rotation = (1, "", -int(match["index"]))
     else:
@@ -84,6 +90,9 @@ def discover(paths: list[Path]) -> list[LogFile]:
             raise SourceError(f"cannot access {given}: {exc.strerror}") from exc
         if not exists:
             raise SourceError(f"no such file or folder: {given}")
+        if not is_dir and not given.is_file():
+            # a FIFO or a device: opening it to look for gzip's magic bytes waited forever
+            raise SourceError(f"{given} is not a regular file or a folder")
         if is_dir:
             for log in _walk(given):
                 found.setdefault(log.path, log)
@@ -114,7 +123,15 @@ def _walk(folder: Path) -> list[LogFile]:
     def fail(exc: OSError) -> None:
         raise SourceError(f"cannot read folder {exc.filename}: {exc.strerror}") from exc
 
-    for dirpath, dirnames, filenames in os.walk(folder, onerror=fail):
+    # Symlinked folders are followed (run/api-queries -> /bigdisk/api-queries was skipped without a
+    # word), each real folder once, so a link back up the tree cannot loop.
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=fail, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames.sort()
         for name in filenames:
             path = Path(dirpath) / name

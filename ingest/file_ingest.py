@@ -14,6 +14,7 @@ between 3 and 4 are dropped by the quarantine commit, whose own positions are al
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import os
@@ -239,10 +240,17 @@ class FileIngestor:
         for log_file in logs:
             try:
                 ident = identify(log_file.path, gzipped=log_file.gzipped, final=log_file.settled())
-            except SourceError:
+            except SourceError as exc:
                 if not log_file.path.exists():
                     continue  # renamed or deleted by rotation since discovery: found again next scan
-                raise
+                # One unreadable file (permissions) used to stop the whole scan, every scan, and end
+                # --follow (review finding): it waits, with a warning, like a corrupt gzip file.
+                _warn(summary, f"{exc.message}; skipped, tried again next run")
+                summary.files_waiting += 1
+                with contextlib.suppress(OSError):
+                    stat = os.stat(log_file.path)
+                    pending[str(log_file.path)] = (stat.st_dev, stat.st_ino)
+                continue
             if isinstance(ident, Pending):
                 summary.files_waiting += 1
                 if ident.corrupt:

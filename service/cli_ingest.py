@@ -19,7 +19,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from service.errors import InputError
+from service.errors import InputError, SourceError
 from service.render import is_terminal, to_json
 
 ingest_app = typer.Typer(help="Read prediction query logs into the predictions table.", no_args_is_help=True)
@@ -101,7 +101,14 @@ def files_command(
             with stop_on_signals() as stop:
 
                 def scan() -> None:
-                    summary = ingestor.run(paths, progress=bar, should_stop=stop.is_set)
+                    try:
+                        summary = ingestor.run(paths, progress=bar, should_stop=stop.is_set)
+                    except SourceError as exc:
+                        # a log folder moved away for a moment (a redeploy) ended the follower
+                        log.warning(
+                            "scan failed: %s; trying again in %s s", exc.message, ingest.follow_interval
+                        )
+                        return
                     if summary.records or summary.quarantined or summary.lost_bytes:
                         log.info("scan: %s", summary.line())
                     total.add(summary)

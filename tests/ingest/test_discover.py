@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,52 @@ def test_gzipped_live_name_is_final(tmp_path: Path) -> None:
 def test_a_missing_path_is_a_source_error(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="no such file or folder"):
         discover([tmp_path / "nope"])
+
+
+@pytest.mark.parametrize(
+    ("name", "rotation", "gzipped"),
+    [
+        # logrotate's dateext (review finding: not found, so their unread lines were lost)
+        ("queries.log-20261125", (0, "20261125", 0), False),
+        ("queries.log-20261125.gz", (0, "20261125", 0), True),
+        ("queries.log-2026112513", (0, "2026112513", 0), False),
+        ("queries.log.2026-11-25", (0, "20261125", 0), False),
+        ("queries.log.2026-11-25-13", (0, "2026112513", 0), False),
+        ("a\nb.log", (2, "", 0), False),  # a newline in a name
+    ],
+)
+def test_rotated_names(name: str, rotation: tuple[int, str, int], gzipped: bool) -> None:
+    found = classify(Path(name))
+    assert found is not None and (found.rotation, found.gzipped) == (rotation, gzipped)
+
+
+@pytest.mark.parametrize("name", ["queries.log\n", "queries.log-1", "queries.log.tmp", "queries.log-2026"])
+def test_names_that_are_not_logs(name: str) -> None:
+    assert classify(Path(name)) is None
+
+
+def test_dateext_and_dated_files_sort_by_date_together(tmp_path: Path) -> None:
+    _touch(tmp_path, "q.log", "q.log-20261126.gz", "q.log.2026-11-25", "q.log-20261124")
+    assert _names(tmp_path, discover([tmp_path])) == [
+        "q.log-20261124",
+        "q.log.2026-11-25",
+        "q.log-20261126.gz",
+        "q.log",
+    ]
+
+
+def test_a_symlinked_folder_is_searched_once_and_a_loop_ends(tmp_path: Path) -> None:
+    # run/api-queries -> /bigdisk/api-queries was skipped without a word (review finding)
+    _touch(tmp_path / "bigdisk", "api.log")
+    _touch(tmp_path / "run", "audit.log")
+    (tmp_path / "run" / "api-queries").symlink_to(tmp_path / "bigdisk")
+    (tmp_path / "bigdisk" / "up").symlink_to(tmp_path / "run")  # a loop back up
+    found = _names(tmp_path / "run", discover([tmp_path / "run"]))
+    assert found == ["api-queries/api.log", "audit.log"]
+
+
+def test_a_path_that_is_not_a_file_or_folder_is_a_source_error(tmp_path: Path) -> None:
+    fifo = tmp_path / "queries.log"
+    os.mkfifo(fifo)  # opening it to look for gzip's magic bytes waited forever
+    with pytest.raises(SourceError, match="is not a regular file or a folder"):
+        discover([fifo])

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
+from ingest import file_ingest
 from ingest.discover import SETTLE_SECONDS
 from ingest.file_ingest import FileIngestor
 from ingest.summary import IngestSummary
@@ -523,3 +524,50 @@ def test_warnings_about_a_non_utf8_name_print_in_the_json_summary(tmp_path: Path
     summary = json.loads(result.stdout)
     assert summary["truncations"] == 1 and summary["lost_bytes"] > 0
     assert any("caf\\xe9.log was truncated in place" in w for w in summary["warnings"])
+
+
+@pytest.mark.parametrize("suffix", ["-20261125", "-20261125.gz", ".2026-11-25"])
+def test_a_dateext_rotation_neither_duplicates_nor_skips(tmp_path: Path, suffix: str) -> None:
+    # logrotate's dateext names (queries.log-20261125) were not found: the lines written after the
+    # last scan and before the rotation were lost without a word (review finding)
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    _write(live, range(10))
+    _ingest(root, logs)
+    _write(live, range(10, 25))
+    rotated = logs / f"queries.log{suffix}"
+    if suffix.endswith(".gz"):
+        rotated.write_bytes(gzip.compress(live.read_bytes()))
+        live.unlink()
+    else:
+        live.rename(rotated)
+    _write(live, range(25, 30))
+    summary = _ingest(root, logs)
+    assert ids_in(root) == expected(range(30))
+    assert (summary.records, summary.lost_bytes, summary.warnings) == (20, 0, [])
+
+
+def test_an_unreadable_file_waits_with_a_warning_and_the_others_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One unreadable file (permissions) stopped the whole scan, every scan (review finding). The test
+    # runs as root, whom permissions do not stop, so the refusal is simulated where it is raised.
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    locked, other = logs / "locked.log", logs / "other.log"
+    _write(locked, range(3))
+    _write(other, range(100, 103))
+    real = file_ingest.identify
+
+    def identify(path: Path, **kwargs: bool) -> object:
+        if path == locked:
+            raise SourceError(f"cannot read {path}: Permission denied")
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(file_ingest, "identify", identify)
+    summary = _ingest(root, logs)
+    assert ids_in(root) == expected(range(100, 103))
+    assert summary.warnings == [f"cannot read {locked}: Permission denied; skipped, tried again next run"]
+    assert (summary.files_waiting, summary.lost_bytes) == (1, 0)
+    monkeypatch.setattr(file_ingest, "identify", real)
+    _ingest(root, logs)
+    assert ids_in(root) == expected([*range(3), *range(100, 103)])

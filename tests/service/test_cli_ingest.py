@@ -144,3 +144,34 @@ def _wait_for(condition: object, timeout: float = 30) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_follow_picks_up_new_lines_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     _follow(tmp_path, sig)
+
+
+def test_follow_outlives_a_log_folder_that_is_gone_for_a_while(tmp_path: Path) -> None:
+    # a folder moved away during a redeploy ended the follower with "no such file or folder"
+    logs = _logs(tmp_path / "logs", range(3))
+    root = tmp_path / "root"
+    env = {k: v for k, v in os.environ.items() if k != "HINDSIGHT_CRASH_AT"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "--root", str(root), "ingest", "files", str(logs), *FOLLOW],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: ids_in(root) == expected(range(3)))
+        moved = logs.rename(tmp_path / "moved")
+        time.sleep(0.6)  # a few scans without the folder
+        assert proc.poll() is None
+        moved.rename(logs)
+        _logs(logs, range(3, 6))
+        _wait_for(lambda: ids_in(root) == expected(range(6)))
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "scan failed: no such file or folder" in err
+    assert ids_in(root) == expected(range(6))
