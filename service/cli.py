@@ -120,7 +120,7 @@ def sql_command(
     """
     from storage import connect
     from storage.policies import policies_from_config
-    from storage.views import DUCKDB_FAILURES, failure_text
+    from storage.views import DUCKDB_FAILURES
 
     _read_only(query)
     settings = state_of(ctx).settings()
@@ -132,7 +132,7 @@ def sql_command(
         columns = [d[0] for d in result.description or []]
         rows = result.fetchall()
     except DUCKDB_FAILURES as exc:
-        raise QueryError(f"query failed: {failure_text(exc)}") from exc
+        raise _query_error(exc) from exc
     finally:
         con.close()
     typer.echo(render_rows(columns, rows, fmt))
@@ -152,7 +152,7 @@ def _read_only(query: str) -> None:
     try:
         statements = duckdb.extract_statements(query)
     except duckdb.Error as exc:
-        raise QueryError(f"query failed: {exc}") from exc
+        raise _query_error(exc) from exc
     kinds = [str(s.type).rsplit(".", 1)[-1] for s in statements]
     if len(kinds) != 1 or kinds[0] not in _READ_STATEMENTS:
         raise InputError(
@@ -160,6 +160,19 @@ def _read_only(query: str) -> None:
             f"SUMMARIZE); got {', '.join(kinds) or 'no statement'}",
             details={"statements": kinds},
         )
+
+
+def _query_error(exc: BaseException) -> HindsightError:
+    """One line for a failed query: an error in the query itself (syntax, unknown name) is bad input
+    (InputError, exit 2), anything else a QueryError. DuckDB's message adds the query line and a caret
+    below its first line; those made the error several lines long."""
+    import duckdb
+
+    from storage.views import failure_text
+
+    message = f"query failed: {failure_text(exc).splitlines()[0]}"
+    user_errors = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException)
+    return InputError(message) if isinstance(exc, user_errors) else QueryError(message)
 
 
 def _attach_commands() -> None:

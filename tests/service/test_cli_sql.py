@@ -59,10 +59,13 @@ def test_table_output(root: Path) -> None:
     assert any("churn" in line and "3" in line for line in lines)
 
 
-def test_bad_sql_is_one_error_line(root: Path) -> None:
-    result = run_cli(root, "sql", "SELECT nope FROM predictions")
-    assert result.returncode == 1
-    assert result.stderr.startswith("error: query failed:") and result.stdout == ""
+@pytest.mark.parametrize("query", ["SELECT nope FROM predictions", "SELEC", "SELECT * FROM nosuch"])
+def test_bad_sql_is_one_error_line(root: Path, query: str) -> None:
+    # DuckDB's message adds the query line and a caret: the error was three lines, with exit code 1
+    result = run_cli(root, "sql", query)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: query failed:") and len(result.stderr.splitlines()) == 1
+    assert result.stdout == ""
 
 
 def test_an_error_message_that_is_not_utf8_is_still_one_error_line(root: Path) -> None:
