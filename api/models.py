@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from storage.keys import MAX_NAME
+
 
 class OutcomeResult(BaseModel):
     """What happened to one posted outcome."""
@@ -67,7 +69,7 @@ class KeyCreate(BaseModel):
     # an unknown field is an error: `expires_at` used to be dropped, leaving a key that never expires
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200, description="Who or what uses the key.")
+    name: str = Field(min_length=1, max_length=MAX_NAME, description="Who or what uses the key.")
     scopes: list[Literal["outcomes:write", "read", "admin"]] = Field(
         min_length=1, description="outcomes:write, read and/or admin."
     )

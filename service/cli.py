@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -45,6 +47,22 @@ class CliState:
         if not self.debug:  # --debug shows everything; otherwise the setting decides, for every command
             logging.getLogger().setLevel(settings.log_level)
         return settings
+
+
+@contextmanager
+def audit_log(settings: Settings) -> Iterator[None]:
+    """The audit log (api.audit), set up BEFORE a command changes anything and closed after it.
+
+    `outcomes import` and `keys create|revoke` set it up after acting: a broken logs_dir or
+    logging_config failed the command with the outcomes stored (a rerun stored those without an
+    outcome_id twice) or with a live key whose secret was never shown (review finding)."""
+    from api.audit import close_audit, configure_audit
+
+    configure_audit(settings.api.logs_dir or settings.root / "logs", config_file=settings.api.logging_config)
+    try:
+        yield
+    finally:
+        close_audit()
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:

@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
 from service.render import OutputFormat, render_rows
-from service.settings import Settings
 
 keys_app = typer.Typer(help="Manage API keys (the secret is shown once, at creation).", no_args_is_help=True)
-
-
-@contextmanager
-def _admin_audit(settings: Settings) -> Iterator[Callable[..., None]]:
-    """Key changes made on the command line go to hindsight.audit.admin like those made over HTTP.
-
-    The audit log is set up BEFORE the change: a broken logs_dir or logging_config used to fail the
-    command after the key was created, leaving a live key whose secret nobody saw (review finding)."""
-    from api.audit import admin_log, audit, close_audit, configure_audit
-
-    configure_audit(settings.api.logs_dir or settings.root / "logs", config_file=settings.api.logging_config)
-    try:
-        yield lambda event, **fields: audit(admin_log, event, by="cli", **fields)
-    finally:
-        close_audit()
 
 
 @keys_app.command("create")
@@ -41,18 +23,26 @@ def create_command(
 
     Example: hindsight keys create --name crm --scope outcomes:write --scope read
     """
-    from service.cli import state_of
+    from api.audit import admin_log, audit
+    from service.cli import audit_log, state_of
     from storage.keys import KeyStore
     from storage.layout import Layout
 
     settings = state_of(ctx).settings()
-    with _admin_audit(settings) as record:
+    with audit_log(settings):  # key changes made here go to hindsight.audit.admin, as over HTTP
         store = KeyStore(Layout(settings.root).keys_db)
         try:
             created = store.create(name, scope)
         finally:
             store.close()
-        record("key_created", key_id=created.key.id, name=name, scopes=list(created.key.scopes))
+        audit(
+            admin_log,
+            "key_created",
+            by="cli",
+            key_id=created.key.id,
+            name=name,
+            scopes=list(created.key.scopes),
+        )
     typer.echo(created.token)
     typer.echo(f"created key {created.key.id} ({' '.join(created.key.scopes)}); keep it safe", err=True)
 
@@ -87,18 +77,19 @@ def revoke_command(
 
     Example: hindsight keys revoke 3f9a0c12d4e5
     """
-    from service.cli import state_of
+    from api.audit import admin_log, audit
+    from service.cli import audit_log, state_of
     from storage.keys import KeyStore
     from storage.layout import Layout
 
     settings = state_of(ctx).settings()
-    with _admin_audit(settings) as record:
+    with audit_log(settings):
         store = KeyStore(Layout(settings.root).keys_db)
         try:
             key = store.revoke(key_id)
         finally:
             store.close()
-        record("key_revoked", key_id=key.id)
+        audit(admin_log, "key_revoked", by="cli", key_id=key.id)
     typer.echo(f"revoked key {key.id} ({key.name}) at {key.revoked_at}")
 
 

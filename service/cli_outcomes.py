@@ -26,15 +26,12 @@ def import_command(
 
     Example: hindsight --root ./data outcomes import labels.csv
     """
-    from api.audit import audit, close_audit, configure_audit, outcomes_log
-    from service.cli import state_of
+    from api.audit import audit, outcomes_log
+    from service.cli import audit_log, state_of
     from storage.outcome_import import import_outcomes
 
     settings = state_of(ctx).settings()
-    # The audit log is set up first: a broken logs_dir used to fail the command after the outcomes were
-    # stored, and running it again stored those without an outcome_id a second time (review finding).
-    configure_audit(settings.api.logs_dir or settings.root / "logs", config_file=settings.api.logging_config)
-    try:
+    with audit_log(settings):
         report = import_outcomes(settings.root, path, fmt=input_format)
         audit(
             outcomes_log,
@@ -44,8 +41,6 @@ def import_command(
             created=report.created,
             duplicate=report.duplicate,
         )
-    finally:
-        close_audit()
     columns = ["file", "format", "created", "duplicate", "flushed"]
     row = [str(report.path), report.file_format, report.created, report.duplicate, report.flushed]
     typer.echo(render_rows(columns, [row], fmt))

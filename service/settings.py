@@ -136,6 +136,11 @@ class ApiSettings(_Section):
         "(JSON lines in <logs_dir>/audit-<name>.log); formatter class api.audit.JsonFormatter.",
     )
 
+    @field_validator("logs_dir", "logging_config", mode="before")
+    @classmethod
+    def _paths_not_empty(cls, value: Any, info: ValidationInfo) -> Any:
+        return _not_empty_path(value, f"api.{info.field_name}")
+
 
 class PolicySettings(_Section):
     """How outcomes of one endpoint become labels (see docs/design.md, join policies)."""
@@ -190,17 +195,10 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("root", "api", mode="before")
+    @field_validator("root", mode="before")
     @classmethod
-    def _no_empty_paths(cls, value: Any, info: ValidationInfo) -> Any:
-        # An empty HINDSIGHT_ROOT (an unset shell variable) or logs_dir = "" became the current folder.
-        paths = {"root": value} if info.field_name == "root" else value if isinstance(value, dict) else {}
-        for name in ("root", "logs_dir", "logging_config"):
-            given = paths.get(name)
-            if isinstance(given, str) and not given.strip():
-                where = name if info.field_name == "root" else f"api.{name}"
-                raise ValueError(f"{where} is an empty path; give a folder or file name")
-        return value
+    def _root_not_empty(cls, value: Any) -> Any:
+        return _not_empty_path(value, "root")
 
     ingest: IngestSettings = Field(default_factory=IngestSettings, description="File and line parsing.")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="Kafka ingestion.")
@@ -222,6 +220,14 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Flags beat env; the TOML file is merged in load_settings() below the env.
         return (init_settings, env_settings)
+
+
+def _not_empty_path(value: Any, where: str) -> Any:
+    """`value` unless it is an empty or blank path: an empty HINDSIGHT_ROOT (an unset shell variable) or
+    `logs_dir = ""` used to mean the current folder."""
+    if isinstance(value, str) and not value.strip():
+        raise ValueError(f"{where} is an empty path; give a folder or file name")
+    return value
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -104,7 +104,7 @@ def _validate_scopes(scopes: Sequence[str]) -> tuple[str, ...]:
 
 
 MAX_NAME = 200
-"""The longest key name (the API's `KeyCreate` has the same limit)."""
+"""The longest key name, on the command line and in the API (`KeyCreate`)."""
 
 
 class KeyStore:

@@ -105,11 +105,10 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
 FOLLOW = ("--follow", "--interval", "0.2", "--format", "json")
 
 
-def _follow(tmp_path: Path, sig: signal.Signals) -> None:
-    logs = _logs(tmp_path / "logs", range(3))
-    root = tmp_path / "root"
+def _start_follower(root: Path, logs: Path) -> subprocess.Popen[str]:
+    """`hindsight ingest files LOGS --follow` in a subprocess, as a user runs it."""
     env = {k: v for k, v in os.environ.items() if k != "HINDSIGHT_CRASH_AT"}
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "service", "--root", str(root), "ingest", "files", str(logs), *FOLLOW],
         cwd=REPO,
         env=env,
@@ -117,6 +116,12 @@ def _follow(tmp_path: Path, sig: signal.Signals) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _follow(tmp_path: Path, sig: signal.Signals) -> None:
+    logs = _logs(tmp_path / "logs", range(3))
+    root = tmp_path / "root"
+    proc = _start_follower(root, logs)
     try:
         _wait_for(lambda: ids_in(root) == expected(range(3)))
         _logs(logs, range(3, 6))
@@ -150,15 +155,7 @@ def test_follow_outlives_a_log_folder_that_is_gone_for_a_while(tmp_path: Path) -
     # a folder moved away during a redeploy ended the follower with "no such file or folder"
     logs = _logs(tmp_path / "logs", range(3))
     root = tmp_path / "root"
-    env = {k: v for k, v in os.environ.items() if k != "HINDSIGHT_CRASH_AT"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "--root", str(root), "ingest", "files", str(logs), *FOLLOW],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _start_follower(root, logs)
     try:
         _wait_for(lambda: ids_in(root) == expected(range(3)))
         moved = logs.rename(tmp_path / "moved")
