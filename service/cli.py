@@ -204,6 +204,7 @@ def _attach_commands() -> None:
         "service.cli_keys",
         "service.cli_serve",
         "service.cli_eval",
+        "service.cli_export",
         "service.cli_demo",
     ):
         try:

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -63,6 +64,41 @@ def open_table(path: Path) -> DeltaTable | None:
     except BaseException as exc:
         _reraise_control_flow(exc)
         raise StorageError(f"cannot open Delta table {path}: delta-rs failed: {exc}") from exc
+
+
+def open_table_version(path: Path, version: int) -> DeltaTable:
+    """The Delta table at `path` as it was at `version` (time travel), with every data file of that
+    version still on disk; a StorageError says which of those is not the case."""
+    if version < 0:
+        raise StorageError(f"Delta table {path}: version {version} does not exist (versions start at 0)")
+    latest = open_table(path)
+    if latest is None:
+        raise StorageError(f"Delta table {path} does not exist, so it has no version {version}")
+    if version > latest.version():
+        raise StorageError(
+            f"Delta table {path} has no version {version} yet: its latest version is {latest.version()}"
+        )
+    try:
+        table = DeltaTable(str(path), version=version)
+    except (DeltaError, OSError) as exc:
+        # delta-rs removes log entries older than the table's delta.logRetentionDuration (30 days by
+        # default) when it writes a checkpoint: such a version cannot be rebuilt any more
+        raise StorageError(
+            f"cannot read Delta table {path} at version {version}: {exc} (its log may have been cleaned "
+            "up: delta.logRetentionDuration, 30 days by default)"
+        ) from exc
+    except BaseException as exc:
+        _reraise_control_flow(exc)
+        raise StorageError(
+            f"cannot read Delta table {path} at version {version}: delta-rs failed: {exc}"
+        ) from exc
+    missing = [uri for uri in table.file_uris() if not Path(unquote(uri)).is_file()]
+    if missing:
+        raise StorageError(
+            f"Delta table {path} at version {version} needs {len(missing)} data file(s) that are gone "
+            f"(removed by a vacuum?), e.g. {unquote(missing[0])}"
+        )
+    return table
 
 
 def _reraise_control_flow(exc: BaseException) -> None:

@@ -236,10 +236,12 @@ def won_macro(policies: Sequence[Policy]) -> str:
     SELECT * FROM won"""
 
 
-def _labelled_select(won_source: str) -> str:
+def _labelled_select(won_source: str, extra_columns: Sequence[str] = ()) -> str:
+    """The labelled rows; `extra_columns` adds columns of the prediction (validated names from code)."""
     mature = "epoch_us(p.ts) + pol.maturity_us <= epoch_us(as_of::TIMESTAMPTZ)"
+    extra = "".join(f"p.{quote_ident(name)}, " for name in extra_columns)
     return f"""
-    SELECT p.record_id, p.ts, p.day, p.service_id, p.endpoint_id, p.generation,
+    SELECT p.record_id, p.ts, p.day, p.service_id, p.endpoint_id, p.generation, {extra}
            p.prediction, p.prediction_value, p.probas,
            coalesce(pol.outcome_type, '{DEFAULT_OUTCOME_TYPE}') AS outcome_type,
            CASE WHEN w.outcome_id IS NOT NULL THEN w.value WHEN {mature} THEN pol.implicit_value END AS label,
@@ -264,6 +266,16 @@ def labelled_macro() -> str:
     """`labelled_as_of(as_of)`: one row per prediction (ts <= as_of) and policy, labels known at as_of."""
     return f"""CREATE OR REPLACE TEMP MACRO labelled_as_of(as_of) AS TABLE
     {_labelled_select("_hs_won_as_of(as_of)")}"""
+
+
+EXPORT_MACRO = "_hs_labelled_export"
+
+
+def labelled_export_macro() -> str:
+    """`_hs_labelled_export(as_of)`: `labelled_as_of` with each prediction's features and context (what
+    `storage.export` writes out); the views leave them out, they are the widest columns."""
+    return f"""CREATE OR REPLACE TEMP MACRO {EXPORT_MACRO}(as_of) AS TABLE
+    {_labelled_select("_hs_won_as_of(as_of)", ("features", "context"))}"""
 
 
 WON_TABLE = "_hs_won"

@@ -181,7 +181,7 @@ def compute_metrics(con: duckdb.DuckDBPyConnection, query: MetricsQuery) -> list
         groups = _groups(con, query)
         if not groups:
             if query.endpoint is not None:
-                _known_endpoint(con, query.endpoint)
+                check_known_endpoint(con, query.endpoint)
             return []
         with _unordered(con):
             _materialise(con, query, groups)
@@ -265,7 +265,7 @@ def _groups(con: duckdb.DuckDBPyConnection, query: MetricsQuery) -> list[_Group]
     return groups
 
 
-def _known_endpoint(con: duckdb.DuckDBPyConnection, endpoint: tuple[str, str]) -> None:
+def check_known_endpoint(con: duckdb.DuckDBPyConnection, endpoint: tuple[str, str]) -> None:
     """An InputError when no prediction (of any day) and no policy names `endpoint`: a typo in it must not
     look like an endpoint without data. One that only has no predictions in the days asked is fine."""
     known = con.execute(

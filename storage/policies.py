@@ -148,6 +148,30 @@ def policy_from_mapping(raw: Mapping[str, Any], *, where: str = "policy") -> Pol
     )
 
 
+def policy_to_mapping(policy: Policy) -> dict[str, Any]:
+    """The `[[policies]]` table of `policy`, without its unset fields; `policy_from_mapping` reads it back
+    to an equal Policy (export manifests store the policies this way)."""
+    raw: dict[str, Any] = {
+        "service_id": policy.service_id,
+        "endpoint_id": policy.endpoint_id,
+        "outcome_type": policy.outcome_type,
+        "join_on": list(policy.join_on),
+        "attribution": policy.attribution,
+        "window": None if policy.window is None else _duration_text(policy.window),
+        "positive": policy.positive,
+        "maturity": None if policy.maturity is None else _duration_text(policy.maturity),
+        "implicit_value": policy.implicit_value,
+    }
+    return {k: v for k, v in raw.items() if v is not None}
+
+
+def _duration_text(duration: dt.timedelta) -> str:
+    """A duration in the `parse_duration` syntax, in seconds to the microsecond."""
+    micros = duration // dt.timedelta(microseconds=1)
+    whole, frac = divmod(micros, 1_000_000)
+    return f"{whole}s" if not frac else f"{whole}.{frac:06d}s"
+
+
 def policies_from_config(items: Sequence[Mapping[str, Any]]) -> list[Policy]:
     """Validate a list of policy tables (from the TOML file or `Settings.policies` dumped to dicts)."""
     policies = [

@@ -7,16 +7,17 @@ commits); a missing table gives an empty view with the right columns, never an e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
 import duckdb
 import pyarrow as pa
+from deltalake import DeltaTable
 
 from service.errors import StorageError
-from storage.commit import open_table
+from storage.commit import open_table, open_table_version
 from storage.layout import Layout
 from storage.policies import Policy, load_policies
 from storage.schemas import TABLES
@@ -44,6 +45,14 @@ class ViewContext(Layout):
     """
 
     policies: tuple[Policy, ...] = ()
+    versions: tuple[tuple[str, int | None], ...] = ()
+    """(table, Delta version) pairs: those tables are read as they were at that version (time travel);
+    a version None reads the table as before its first commit (empty)."""
+
+    def pin_of(self, table_name: str) -> tuple[bool, int | None]:
+        """(pinned, version) of `table_name`: not pinned means its latest snapshot."""
+        pins = dict(self.versions)
+        return (table_name in pins, pins.get(table_name))
 
     @classmethod
     def of(cls, layout: Layout) -> ViewContext:
@@ -73,8 +82,17 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def delta_source(con: duckdb.DuckDBPyConnection, name: str, path: Path, schema: pa.Schema) -> None:
-    """Create view `name` over the Parquet files of the Delta table's current snapshot, read by DuckDB.
+def delta_source(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    path: Path,
+    schema: pa.Schema,
+    *,
+    pinned: bool = False,
+    version: int | None = None,
+) -> None:
+    """Create view `name` over the Parquet files of the Delta table's current snapshot, read by DuckDB;
+    `pinned` reads `version` instead (time travel; None: as before the first commit, empty).
 
     DuckDB's own Parquet reader is parallel and knows row counts; through a pyarrow dataset the same
     scan of 1M predictions took 1.25 s instead of 0.07 s (measured), and the planner saw ~1 row. The
@@ -82,7 +100,7 @@ def delta_source(con: duckdb.DuckDBPyConnection, name: str, path: Path, schema: 
     compaction are never read: the view is a consistent snapshot taken when it is created. A
     missing table gives an empty view with the table's columns.
     """
-    table = open_table(path)
+    table = _snapshot(path, pinned=pinned, version=version)
     # file_uris() are percent-encoded (a space is %20); read_parquet wants plain paths.
     files = [] if table is None else [unquote(uri) for uri in table.file_uris()]
     columns = ", ".join(quote_ident(n) for n in schema.names)
@@ -104,6 +122,15 @@ def delta_source(con: duckdb.DuckDBPyConnection, name: str, path: Path, schema: 
     )
 
 
+def _snapshot(path: Path, *, pinned: bool, version: int | None) -> DeltaTable | None:
+    """The table to read: its latest version, or the pinned one (None: pinned to before it existed)."""
+    if not pinned:
+        return open_table(path)
+    if version is None:
+        return None
+    return open_table_version(path, version)
+
+
 _HIVE_TYPES = {"day": "DATE"}
 """Types of the partition columns (their values live in the file paths, not in the files)."""
 
@@ -112,7 +139,10 @@ def delta_view(table_name: str) -> Callable[[duckdb.DuckDBPyConnection, Layout],
     """A view-creation callback exposing the Delta table `table_name` under its own name."""
 
     def create(con: duckdb.DuckDBPyConnection, layout: Layout) -> None:
-        delta_source(con, table_name, layout.table(table_name), TABLES[table_name])
+        pinned, version = layout.pin_of(table_name) if isinstance(layout, ViewContext) else (False, None)
+        delta_source(
+            con, table_name, layout.table(table_name), TABLES[table_name], pinned=pinned, version=version
+        )
 
     return create
 
@@ -138,29 +168,47 @@ def register_view(spec: ViewSpec) -> None:
 
 
 def refresh(
-    con: duckdb.DuckDBPyConnection, root: Path | str, *, policies: Sequence[Policy] | None = None
+    con: duckdb.DuckDBPyConnection,
+    root: Path | str,
+    *,
+    policies: Sequence[Policy] | None = None,
+    versions: Mapping[str, int | None] | None = None,
 ) -> None:
     """(Re)create every registered view over the latest committed snapshot of each table.
 
-    `policies` None means the `[[policies]]` declared in `<root>/hindsight.toml`.
+    `policies` None means the `[[policies]]` declared in `<root>/hindsight.toml`; `versions` pins tables
+    to a Delta version (see `connect`).
     """
     chosen = load_policies(root) if policies is None else policies
-    context = ViewContext(Path(root), tuple(chosen))
+    pinned = dict(versions or {})
+    unknown = sorted(set(pinned) - set(TABLES))
+    if unknown:
+        raise StorageError(
+            f"no table called {', '.join(unknown)} to pin a version of (tables: {', '.join(TABLES)})"
+        )
+    context = ViewContext(Path(root), tuple(chosen), tuple(sorted(pinned.items())))
     for spec in VIEWS:
         spec.create(con, context)
 
 
-def connect(root: Path | str, *, policies: Sequence[Policy] | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    root: Path | str,
+    *,
+    policies: Sequence[Policy] | None = None,
+    versions: Mapping[str, int | None] | None = None,
+) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with every registered view over the tables under `root`.
 
     `policies` are the outcome join policies the evaluation views use; None reads them from
-    `<root>/hindsight.toml` (so notebooks and `hindsight sql` see the declared policies).
+    `<root>/hindsight.toml` (so notebooks and `hindsight sql` see the declared policies). `versions`
+    reads some tables as they were at a Delta version (`{"outcomes": 12}`: time travel, as export
+    replays do; None: as before the table's first commit); the others are read at their latest version.
     """
     chosen = load_policies(root) if policies is None else list(policies)
     try:
         con = duckdb.connect(":memory:")
         con.execute("SET TimeZone = 'UTC'")
-        refresh(con, root, policies=chosen)
+        refresh(con, root, policies=chosen, versions=versions)
     except DUCKDB_FAILURES as exc:
         raise StorageError(f"cannot open views over {root}: {failure_text(exc)}") from exc
     return con

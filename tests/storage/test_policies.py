@@ -10,7 +10,14 @@ import pytest
 
 from service.errors import ConfigError
 from service.settings import PolicySettings, load_settings
-from storage.policies import Policy, load_policies, parse_duration, policies_from_config, policy_from_mapping
+from storage.policies import (
+    Policy,
+    load_policies,
+    parse_duration,
+    policies_from_config,
+    policy_from_mapping,
+    policy_to_mapping,
+)
 
 BASE = {"service_id": "fraud", "endpoint_id": "score"}
 
@@ -158,3 +165,26 @@ def test_settings_and_the_library_agree(tmp_path: Path) -> None:
     assert from_settings == load_policies(tmp_path)
     # Every field the settings know is one the library validates, and the other way round.
     assert set(PolicySettings.model_fields) == {f for f in Policy.__dataclass_fields__}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"service_id": "s", "endpoint_id": "e"},
+        {
+            "service_id": "fraud",
+            "endpoint_id": "score",
+            "outcome_type": "chargeback",
+            "join_on": ["features.b", "context.a"],
+            "attribution": "all_within",
+            "window": "1.5s",
+            "positive": "FRAUD",
+            "maturity": "36500d",
+            "implicit_value": "OK",
+        },
+        {"service_id": "s", "endpoint_id": "e", "window": "0.000001s", "maturity": "3w"},
+    ],
+)
+def test_a_policy_written_back_reads_as_the_same_policy(raw: dict[str, Any]) -> None:
+    policy = policy_from_mapping(raw)
+    assert policy_from_mapping(policy_to_mapping(policy)) == policy

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from service.errors import ConfigError
+from service.errors import ConfigError, StorageError
 from storage import connect
 from storage.commit import SourceBatch, commit_sources
 from storage.layout import Layout
@@ -67,6 +67,45 @@ def test_views_see_committed_rows_and_refresh_sees_newer_ones(tmp_path: Path) ->
         assert con.execute("SELECT count(*) FROM predictions").fetchall() == [(3,)]
     finally:
         con.close()
+
+
+def test_connect_reads_pinned_tables_at_their_version(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    for i in range(3):
+        table = pa.Table.from_pylist([_prediction(i)], schema=PREDICTIONS)
+        commit_sources(
+            layout.predictions,
+            layout.lock_file("predictions"),
+            PREDICTIONS,
+            [SourceBatch("f", table, 100 * i + 1)],
+        )
+    counts = []
+    for versions in ({"predictions": 0}, {"predictions": 1}, {}, {"predictions": None}):
+        con = connect(tmp_path, versions=versions)
+        counts.append(con.execute("SELECT count(*) FROM predictions").fetchone())
+        con.close()
+    assert counts == [(1,), (2,), (3,), (0,)]  # None: as before the first commit
+
+
+@pytest.mark.parametrize(
+    ("versions", "message"),
+    [
+        ({"predictions": 5}, "has no version 5 yet: its latest version is 0"),
+        ({"predictions": -1}, "version -1 does not exist"),
+        ({"outcomes": 0}, "does not exist, so it has no version 0"),
+        ({"predictons": 0}, "no table called predictons to pin a version of"),
+    ],
+)
+def test_a_version_that_cannot_be_read_is_a_clear_error(
+    tmp_path: Path, versions: dict[str, int], message: str
+) -> None:
+    layout = Layout(tmp_path)
+    table = pa.Table.from_pylist([_prediction(0)], schema=PREDICTIONS)
+    commit_sources(
+        layout.predictions, layout.lock_file("predictions"), PREDICTIONS, [SourceBatch("f", table, 1)]
+    )
+    with pytest.raises(StorageError, match=message):
+        connect(tmp_path, versions=versions)
 
 
 def test_every_view_has_a_docstring() -> None:
