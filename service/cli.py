@@ -267,6 +267,21 @@ def _multiple_options() -> set[str]:
     return found
 
 
+def _wants_json(argv: list[str]) -> bool:
+    """True when the command line asks for `--format json` or `--format=json`: errors are then JSON too.
+    Read before parsing (a usage error has no parsed options); `--format=json` used to give plain text,
+    and any argument that was just `json` (a folder, say) a JSON error."""
+    formats: list[str] = []
+    for i, token in enumerate(argv):
+        if token == "--":
+            break
+        if token.startswith("--format="):
+            formats.append(token.removeprefix("--format="))
+        elif token == "--format":
+            formats.extend(argv[i + 1 : i + 2])
+    return bool(formats) and all(f == "json" for f in formats)
+
+
 def main() -> None:
     """Run the CLI; a HindsightError becomes one line on stderr and a non-zero exit code."""
     for stream in (sys.stdout, sys.stderr):
@@ -274,7 +289,7 @@ def main() -> None:
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
     debug = "--debug" in sys.argv
-    fmt_json = "--format" in sys.argv and "json" in sys.argv
+    fmt_json = _wants_json(sys.argv[1:])
     try:
         _refuse_repeated_options(sys.argv[1:])
         app(standalone_mode=False)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from service.errors import NotFound
 from service.render import OutputFormat, render_rows
 
 keys_app = typer.Typer(help="Manage API keys (the secret is shown once, at creation).", no_args_is_help=True)
@@ -60,11 +61,17 @@ def list_command(
     from storage.keys import KeyStore
     from storage.layout import Layout
 
-    store = KeyStore(Layout(state_of(ctx).settings().root).keys_db)
-    try:
-        keys = store.list()
-    finally:
-        store.close()
+    path = Layout(state_of(ctx).settings().root).keys_db
+    keys = []
+    if path.exists():
+        store = KeyStore(path)
+        try:
+            keys = store.list()
+        finally:
+            store.close()
+    else:
+        # not created here: a mistyped --root used to leave an empty key store behind (review finding)
+        typer.echo(f"no key store at {path}: no key was created under this root", err=True)
     rows = [[k.id, k.name, " ".join(k.scopes), k.created_at, k.revoked_at or ""] for k in keys]
     typer.echo(render_rows(["id", "name", "scopes", "created", "revoked"], rows, fmt))
 
@@ -83,8 +90,11 @@ def revoke_command(
     from storage.layout import Layout
 
     settings = state_of(ctx).settings()
+    path = Layout(settings.root).keys_db
+    if not path.exists():
+        raise NotFound(f"no key {key_id}: there is no key store at {path} (is --root right?)")
     with audit_log(settings):
-        store = KeyStore(Layout(settings.root).keys_db)
+        store = KeyStore(path)
         try:
             key = store.revoke(key_id)
         finally:

@@ -40,6 +40,23 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[str], m
     assert result.stderr.startswith(message) and len(result.stderr.splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("args", "json_error"),
+    [
+        (["eval", "--format=json", "--by", "month"], True),  # was plain text: only `--format json` was seen
+        (["eval", "--format", "json", "--by", "month"], True),
+        (["ingest", "files", "json", "--format", "table"], False),  # a folder named json is not the format
+        (["eval", "--format", "csv", "--by", "month"], False),
+    ],
+)
+def test_errors_are_json_exactly_when_the_format_is_json(
+    tmp_path: Path, args: list[str], json_error: bool
+) -> None:
+    result = run_cli(tmp_path, *args)
+    assert result.returncode != 0
+    assert result.stderr.startswith('{"error"') is json_error, result.stderr
+
+
 def test_a_global_option_and_the_commands_own_are_counted_apart(tmp_path: Path) -> None:
     result = run_cli(tmp_path, "keys", "create", "--name", "a", "--scope", "read", "--scope", "admin")
     assert result.returncode == 0, result.stderr  # --scope may be repeated

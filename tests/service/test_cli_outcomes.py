@@ -42,6 +42,18 @@ def test_keys_create_prints_only_the_token_then_list_and_revoke(tmp_path: Path) 
     assert admin_log.count(key.id) == 2 and token not in admin_log
 
 
+def test_keys_list_and_revoke_on_a_root_without_keys_create_nothing(tmp_path: Path) -> None:
+    # a mistyped --root used to leave an empty key store behind
+    result = CliRunner().invoke(app, ["--root", str(tmp_path / "typo"), "keys", "list", "--format", "csv"])
+    assert result.exit_code == 0
+    assert result.stdout == "id,name,scopes,created,revoked\n"
+    assert "no key store at" in result.stderr
+    result = CliRunner().invoke(app, ["--root", str(tmp_path / "typo"), "keys", "revoke", "abc"])
+    assert result.exit_code == 1
+    assert "there is no key store at" in str(result.exception)
+    assert not (tmp_path / "typo").exists()
+
+
 def test_keys_create_refuses_unknown_scopes(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app, ["--root", str(tmp_path), "keys", "create", "--name", "x", "--scope", "root"]
