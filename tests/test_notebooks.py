@@ -61,4 +61,9 @@ def test_evaluate_notebook_runs(
         {"reason": "no prediction with this key", "outcomes": 1}
     ]
     assert {row["task"] for row in namespace["rows"]} == {"binary"}
-    assert "fraud/score week" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "fraud/score week" in out
+    assert "replayed byte for byte: True" in out
+    train = namespace["train"]
+    assert len(train) == 10  # 5 observed labels, 5 implicit ones (mature long ago)
+    assert sorted(train["label_state"].value_counts().items()) == [("implicit", 5), ("observed", 5)]
