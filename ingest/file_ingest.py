@@ -36,7 +36,15 @@ from ingest.discover import LogFile, discover
 from ingest.fingerprint import FileIdentity, Pending, hash_prefix, identify
 from ingest.parser import LineParser, ParseResult
 from ingest.pipeline import OrderedWorker, ordered_map, prefetch
-from ingest.reader import DEFAULT_CHUNK_BYTES, LineBlock, LineReader, Stream, gzip_size_hint, open_log
+from ingest.reader import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_MAX_LINE_BYTES,
+    LineBlock,
+    LineReader,
+    Stream,
+    gzip_size_hint,
+    open_log,
+)
 from ingest.summary import IngestSummary
 from service.errors import SourceError, StorageError
 from storage.commit import CommitReport, committed_position, open_table
@@ -47,7 +55,6 @@ from storage.schemas import PREDICTIONS, QUARANTINE
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 DEFAULT_BATCH_BYTES = 64 * 1024 * 1024
 PARSE_BYTES = 16 * 1024 * 1024
 """Lines are parsed in pieces of at most this size (the parser's memory grows with its input), and

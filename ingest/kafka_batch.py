@@ -9,6 +9,8 @@ from typing import Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest.reader import DEFAULT_MAX_LINE_BYTES, HEAD_BYTES
+
 UTC_US = pa.timestamp("us", tz="UTC")
 
 
@@ -32,13 +34,17 @@ class PendingBatch:
     partitions: list[int] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     timestamps: list[int] = field(default_factory=list)
+    value_bytes: int = 0
+    """The bytes of every gathered value: a batch is committed before they pass the byte limit."""
 
     def __len__(self) -> int:
         return len(self.offsets)
 
     def extend(self, messages: Sequence[KafkaMessage]) -> None:
         """Add messages that carry no error (the caller removed error events)."""
-        self.values.extend([m.value() for m in messages])
+        values = [m.value() for m in messages]
+        self.values.extend(values)
+        self.value_bytes += sum(len(v) for v in values if v is not None)
         self.partitions.extend([m.partition() for m in messages])  # type: ignore[misc]
         self.offsets.extend([m.offset() for m in messages])  # type: ignore[misc]
         self.timestamps.extend([m.timestamp()[1] for m in messages])
@@ -49,6 +55,7 @@ class PendingBatch:
         self.partitions.clear()
         self.offsets.clear()
         self.timestamps.clear()
+        self.value_bytes = 0
 
     def drop_partitions(self, partitions: set[int]) -> int:
         """Forget the messages of `partitions` (they were re-seeked or taken away); returns how many."""
@@ -59,6 +66,7 @@ class PendingBatch:
             self.partitions = [self.partitions[i] for i in keep]
             self.offsets = [self.offsets[i] for i in keep]
             self.timestamps = [self.timestamps[i] for i in keep]
+            self.value_bytes = sum(len(v) for v in self.values if v is not None)
         return dropped
 
     def ends(self) -> dict[int, int]:
@@ -84,12 +92,16 @@ class LineTable:
     tombstones: int
 
 
-def build_lines(batch: PendingBatch, source_names: dict[int, str]) -> LineTable:
+def build_lines(
+    batch: PendingBatch, source_names: dict[int, str], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+) -> LineTable:
     """The parser input table: line, source ("<topic>/<partition>"), source_position, line_bytes, fallback_ts.
 
     A tombstone (null value) carries no event: it is left out and counted, and its offset still
     counts toward the partition's position. `fallback_ts` is the message timestamp (milliseconds;
-    -1 when the producer set none, which becomes null).
+    -1 when the producer set none, which becomes null). A value longer than `max_line_bytes` keeps
+    only its head and its full length in `line_bytes`: the parser quarantines it exactly as it does an
+    over-long line of a log file (it used to be parsed whole, whatever `ingest.max_line_bytes` said).
     """
     values = pa.array(batch.values, pa.binary())
     partitions = pa.array(batch.partitions, pa.int32())
@@ -104,6 +116,10 @@ def build_lines(batch: PendingBatch, source_names: dict[int, str]) -> LineTable:
             pc.filter(offsets, present),
             pc.filter(stamps, present),
         )
+    lengths = pc.binary_length(values).cast(pa.int64())
+    if pc.any(pc.greater(lengths, max_line_bytes)).as_py():
+        head = pc.binary_slice(values, 0, min(HEAD_BYTES, max_line_bytes))
+        values = pc.if_else(pc.greater(lengths, max_line_bytes), head, values)
     known = sorted(source_names)
     names = pa.array([source_names[p] for p in known], pa.string())
     index = pc.index_in(partitions, value_set=pa.array(known, pa.int32()))
@@ -114,7 +130,7 @@ def build_lines(batch: PendingBatch, source_names: dict[int, str]) -> LineTable:
             "line": values,
             "source": pc.take(names, index),
             "source_position": offsets,
-            "line_bytes": pc.binary_length(values).cast(pa.int64()),
+            "line_bytes": lengths,
             "fallback_ts": fallback,
         }
     )

@@ -13,9 +13,10 @@ import pyarrow.compute as pc
 
 from ingest.kafka_batch import PendingBatch, build_lines
 from ingest.parser import LineParser, ParseResult
-from storage.commit import committed_position, open_table
+from storage.commit import SourceBatch, commit_sources, committed_position, open_table
 from storage.ingest_commit import commit_parsed_batch
 from storage.layout import Layout
+from storage.schemas import PREDICTIONS
 
 
 @dataclass(frozen=True)
@@ -23,12 +24,19 @@ class PartitionNames:
     """How one topic's partitions are named in the tables (app ids and `source` values)."""
 
     topic: str
+    epoch: int = 0
+    """Bumped after the topic was recreated: a new epoch's partitions have positions of their own."""
+
+    @property
+    def _stream(self) -> str:
+        # a topic name holds no '@' (Kafka's legal characters), so `<topic>@<epoch>` is unambiguous
+        return self.topic if self.epoch == 0 else f"{self.topic}@{self.epoch}"
 
     def app_id(self, partition: int) -> str:
-        return f"kafka:{self.topic}:{partition}"
+        return f"kafka:{self._stream}:{partition}"
 
     def source(self, partition: int) -> str:
-        return f"{self.topic}/{partition}"
+        return f"{self._stream}/{partition}"
 
 
 @dataclass
@@ -68,6 +76,20 @@ def commit_batch(
     return result
 
 
+def commit_start(root: Path, names: PartitionNames, positions: Mapping[int, int]) -> dict[int, int]:
+    """Commit `positions` (partition -> the offset reading starts at) of partitions never committed, with no
+    rows: a partition started at its end (`auto.offset.reset = latest`) must resume there next time, not
+    at a later end. Returns the positions in force (another writer may have committed first)."""
+    layout = Layout(root)
+    batches = [
+        SourceBatch(names.app_id(p), pa.Table.from_batches([], schema=PREDICTIONS), position)
+        for p, position in positions.items()
+    ]
+    report = commit_sources(layout.predictions, layout.lock_file("predictions"), PREDICTIONS, batches)
+    by_app = {names.app_id(p): p for p in positions}
+    return {by_app[app]: pos for app, pos in report.positions.items()}
+
+
 def table_positions(root: Path, names: PartitionNames, partitions: list[int]) -> dict[int, int | None]:
     """The next offset to read of each partition, as committed to the predictions table (None: never)."""
     table = open_table(Layout(root).predictions)
@@ -100,11 +122,13 @@ class BatchOutcome:
     commit_seconds: float
 
 
-def parse_batch(names: PartitionNames, parser: LineParser, batch: PendingBatch) -> ParsedBatch:
+def parse_batch(
+    names: PartitionNames, parser: LineParser, batch: PendingBatch, max_line_bytes: int
+) -> ParsedBatch:
     """Build the parser input of `batch` and parse it (runs on the parsing thread)."""
     started = time.monotonic()
     ends = batch.ends()
-    lines = build_lines(batch, {p: names.source(p) for p in ends})
+    lines = build_lines(batch, {p: names.source(p) for p in ends}, max_line_bytes)
     parsed = parser.parse(lines.lines, ingested_at=datetime.now(UTC))
     return ParsedBatch(len(batch), lines.tombstones, ends, parsed, time.monotonic() - started)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.kafka_commit import PartitionNames
+from ingest.reader import DEFAULT_MAX_LINE_BYTES
 from service.errors import ConfigError
 
 _TOPIC_NAME = re.compile(
@@ -41,6 +42,8 @@ class KafkaSource:
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 1_000
     options: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    epoch: int = 0
+    """The topic's incarnation: bumped after it was recreated, so its partitions get new positions."""
 
     def __post_init__(self) -> None:
         servers = [s.strip() for s in self.bootstrap.split(",") if s.strip()]
@@ -54,6 +57,8 @@ class KafkaSource:
                 f"invalid Kafka topic name {self.topic!r}: use 1-249 of the characters a-z A-Z 0-9 . _ -",
                 details={"topic": self.topic},
             )
+        if self.epoch < 0:
+            raise ConfigError(f"the Kafka source epoch must be 0 or more, not {self.epoch}")
         if not self.group.strip():
             raise ConfigError("the Kafka consumer group id must not be empty")
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
@@ -67,6 +72,7 @@ class KafkaSource:
                 f"kafka option(s) {', '.join(owned)} are set by hindsight itself and cannot be overridden",
                 details={"options": owned},
             )
+        _ = self.auto_offset_reset  # raises a ConfigError for a value other than earliest or latest
         strategy = str(self.options.get("partition.assignment.strategy", "range,roundrobin"))
         if "cooperative-sticky" in strategy and strategy.strip() != "cooperative-sticky":
             raise ConfigError("cooperative-sticky cannot be mixed with eager assignment strategies")
@@ -88,8 +94,9 @@ class KafkaSource:
 
     @property
     def names(self) -> PartitionNames:
-        """App ids (`kafka:<topic>:<partition>`) and source names (`<topic>/<partition>`) of the topic."""
-        return PartitionNames(self.topic)
+        """App ids (`kafka:<topic>:<partition>`) and source names (`<topic>/<partition>`) of the topic;
+        `<topic>@<epoch>` in both from epoch 1 on."""
+        return PartitionNames(self.topic, self.epoch)
 
     def consumer_config(self, **callbacks: Any) -> dict[str, Any]:
         """librdkafka configuration: user options first, then the settings exactly-once relies on."""
@@ -98,7 +105,10 @@ class KafkaSource:
             "heartbeat.interval.ms": self.heartbeat_interval_ms,
         }
         config.update(self.options)
-        config["auto.offset.reset"] = self.auto_offset_reset
+        # hindsight places every partition itself (the table's position, or the start chosen by
+        # `auto_offset_reset`, committed at once), so a position the broker refuses must never be reset
+        # silently: it is a consume error the consumer resolves (ingest.kafka_consumer._out_of_range)
+        config["auto.offset.reset"] = "error"
         config.update(
             {
                 "bootstrap.servers": self.bootstrap,
@@ -122,10 +132,18 @@ class BatchRules:
     until_idle: float | None = None
     unavailable_timeout: float = 60.0
     source_tz: str = "UTC"
+    max_bytes: int = 64 * 1024 * 1024
+    """Most value bytes gathered before a commit: what bounds memory when messages are large."""
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    """A longer value is quarantined (its head kept), as an over-long line of a log file is."""
 
     def __post_init__(self) -> None:
         if self.max_messages <= 0:
             raise ConfigError(f"batch_max_messages must be positive, not {self.max_messages}")
+        if self.max_bytes <= 0:
+            raise ConfigError(f"batch_max_bytes must be positive, not {self.max_bytes}")
+        if self.max_line_bytes <= 0:
+            raise ConfigError(f"max_line_bytes must be positive, not {self.max_line_bytes}")
         if self.max_seconds <= 0:
             raise ConfigError(f"batch_max_seconds must be positive, not {self.max_seconds}")
         if self.until_idle is not None and self.until_idle <= 0:

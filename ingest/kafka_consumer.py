@@ -26,10 +26,17 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from ingest.kafka_batch import PendingBatch
-from ingest.kafka_commit import BatchOutcome, ParsedBatch, commit_parsed, parse_batch, table_positions
+from ingest.kafka_commit import (
+    BatchOutcome,
+    ParsedBatch,
+    commit_parsed,
+    commit_start,
+    parse_batch,
+    table_positions,
+)
 from ingest.kafka_config import BatchRules, KafkaSource
 from ingest.kafka_reach import Backoff, probe, unavailable, wait_for_topic
 from ingest.parser import LineParser
@@ -54,6 +61,8 @@ _PARSERS = 2  # DuckDB runs one parse on about one core: two batches can be pars
 _IN_FLIGHT = _PARSERS + 1  # batches being parsed or committed while the next one is gathered
 _POLL_SECONDS = 0.5  # longest a consume() call blocks: bounds how late a stop signal is seen
 _PROGRESS_SECONDS = 10.0
+_ASSUMED_VALUE_BYTES = 2048  # the value size assumed before any was seen (a DSS query line is ~1-2 KB)
+_WATERMARK_SECONDS = 10.0  # longest wait for a partition's offsets when it is assigned
 _FATAL_CODES = frozenset(
     {
         KafkaError.TOPIC_AUTHORIZATION_FAILED,
@@ -86,6 +95,8 @@ class KafkaIngestSummary:
     """From the first message received to the end of the last commit (no join, no idle wait)."""
     stopped_by: str = "stop"
     positions: dict[int, int] = field(default_factory=dict)
+    lost_to_retention: int = 0
+    """Offsets the broker deleted (retention) before they were read: gone, reported, never silent."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view (days as ISO dates, partitions sorted)."""
@@ -105,6 +116,7 @@ class KafkaIngestSummary:
             "positions": {str(p): pos for p, pos in sorted(self.positions.items())},
             "commits": self.commits,
             "fenced": self.fenced,
+            "lost_to_retention": self.lost_to_retention,
             "seconds": round(self.seconds, 3),
             "busy_seconds": round(self.busy_seconds, 3),
             "messages_per_second": round(self.messages / self.busy_seconds) if self.busy_seconds else None,
@@ -126,6 +138,25 @@ def ingest_kafka(
     `rules.give_up_after` seconds, SourceError for a missing topic or refused credentials.
     """
     return _Ingestor(root, source, rules, stop or threading.Event()).run()
+
+
+def out_of_range_action(position: int, low: int, high: int) -> str:
+    """What to do when the broker refused `position` of a partition that now holds offsets low..high-1:
+    `stop` past its end, `skip_deleted` before its start (retention), else `retry`."""
+    if position > high:
+        return "stop"
+    if position < low:
+        return "skip_deleted"
+    return "retry"
+
+
+def consume_count(rules: BatchRules, pending: PendingBatch, mean_value_bytes: float) -> int:
+    """How many messages the next consume() may return: never past the batch's message limit (batches
+    used to overshoot it by up to a consume chunk) and, at the mean size of recent values, not past its
+    byte limit (memory was bounded by message count alone: 600 values of 1 MB made a 3 GB process)."""
+    room = rules.max_messages - len(pending)
+    by_bytes = (rules.max_bytes - pending.value_bytes) / max(mean_value_bytes, 1.0)
+    return max(1, min(_CONSUME_CHUNK, room, int(by_bytes)))
 
 
 class _Ingestor:
@@ -152,6 +183,7 @@ class _Ingestor:
         self.first_message: float | None = None
         self.in_flight: deque[Future[BatchOutcome]] = deque()
         self.pipeline_broken = False
+        self.mean_value_bytes = float(_ASSUMED_VALUE_BYTES)
         self.known_positions: dict[int, int] = {}
         """The table's position of each partition as far as we know: sent to Kafka for lag tools."""
         self.parsing = ThreadPoolExecutor(max_workers=_PARSERS, thread_name_prefix="hindsight-kafka-parse")
@@ -198,9 +230,8 @@ class _Ingestor:
             [self.source.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         while not self.stop.is_set():
-            messages = self.consumer.consume(
-                num_messages=min(_CONSUME_CHUNK, self.rules.max_messages), timeout=self._wait_seconds()
-            )
+            count = consume_count(self.rules, self.pending, self.mean_value_bytes)
+            messages = self.consumer.consume(num_messages=count, timeout=self._wait_seconds())
             self._raise_callback_error()
             now = time.monotonic()
             if messages:
@@ -208,6 +239,7 @@ class _Ingestor:
             self._collect(block=False)
             if self.pending and (
                 len(self.pending) >= self.rules.max_messages
+                or self.pending.value_bytes >= self.rules.max_bytes
                 or now - self.batch_started >= self.rules.max_seconds
             ):
                 self._flush(wait=False)
@@ -219,6 +251,9 @@ class _Ingestor:
             self.summary.stopped_by = "signal"
         self._flush(wait=True)
         self._commit_offsets(sync=True)
+        # every partition whose position we know, not only those this run moved (README: "the
+        # committed position of every partition")
+        self.summary.positions = {**self.known_positions, **self.summary.positions}
 
     def _wait_seconds(self) -> float:
         if not self.pending:
@@ -229,7 +264,10 @@ class _Ingestor:
     def _gather(self, messages: list[Any], now: float) -> None:
         if any(m.error() is not None for m in messages):
             for bad in (m for m in messages if m.error() is not None):
-                self._on_consume_error(bad.error())
+                if bad.error().code() == KafkaError._AUTO_OFFSET_RESET and bad.partition() is not None:
+                    self._out_of_range(bad)
+                else:
+                    self._on_consume_error(bad.error())
             messages = [m for m in messages if m.error() is None]
             if not messages:
                 return
@@ -237,7 +275,11 @@ class _Ingestor:
             self.batch_started = now
             if self.first_message is None:
                 self.first_message = now
+        before = self.pending.value_bytes
         self.pending.extend(messages)
+        added = self.pending.value_bytes - before
+        # a running mean of value sizes, weighted to recent messages: how many the next consume may take
+        self.mean_value_bytes = 0.8 * self.mean_value_bytes + 0.2 * (added / len(messages))
         self.last_activity = now
         if self.down_since is not None:
             self._reachable_again(now)
@@ -264,7 +306,9 @@ class _Ingestor:
         self._collect(block=True, keep=_IN_FLIGHT - 1)
         if self.pending and not self.failed:
             batch, self.pending = self.pending, PendingBatch()
-            parsing = self.parsing.submit(parse_batch, self.names, self.parser, batch)
+            parsing = self.parsing.submit(
+                parse_batch, self.names, self.parser, batch, self.rules.max_line_bytes
+            )
             self.in_flight.append(self.committing.submit(self._commit_when_parsed, parsing))
         if wait:
             self._collect(block=True)
@@ -367,14 +411,19 @@ class _Ingestor:
         try:
             self._collect(block=True)  # positions are read from the table: let our last commit land
             positions = table_positions(self.root, self.names, [tp.partition for tp in partitions])
-            start = OFFSET_BEGINNING if self.source.auto_offset_reset == "earliest" else OFFSET_END
+            fresh: dict[int, int] = {}
             for tp in partitions:
                 committed = positions[tp.partition]
-                tp.offset = start if committed is None else committed
-                if committed is not None:
+                if committed is None:
+                    tp.offset = self._start_of_fresh(tp, fresh)
+                else:
+                    # checked by the broker: out of its range is a consume error (auto.offset.reset=error)
+                    tp.offset = committed
                     self.known_positions[tp.partition] = committed
+            if fresh:
+                self.known_positions.update(commit_start(self.root, self.names, fresh))
             described = ", ".join(
-                f"{tp.partition}@{'start' if positions[tp.partition] is None else positions[tp.partition]}"
+                f"{tp.partition}@{'start' if tp.offset == OFFSET_BEGINNING else tp.offset}"
                 for tp in partitions
             )
             log.info("assigned %s partitions: %s", self.source.topic, described or "none")
@@ -388,6 +437,66 @@ class _Ingestor:
         self.assigned.update(tp.partition for tp in partitions)
         self.joined = True
         self.last_activity = time.monotonic()
+
+    def _watermarks(self, tp: TopicPartition) -> tuple[int, int]:
+        try:
+            low, high = self.consumer.get_watermark_offsets(
+                TopicPartition(tp.topic, tp.partition),
+                timeout=min(_WATERMARK_SECONDS, self.rules.unavailable_timeout),
+                cached=False,
+            )
+        except KafkaException as exc:
+            raise SourceError(
+                f"cannot read the offsets of {tp.topic}/{tp.partition}: {exc}",
+                details={"partition": tp.partition},
+            ) from exc
+        return int(low), int(high)
+
+    def _start_of_fresh(self, tp: TopicPartition, fresh: dict[int, int]) -> int:
+        """Where a partition never committed starts: its beginning, or (`latest`) its current end, which
+        is committed at once. Resolving "latest" again on every run lost what was produced between runs
+        on a partition that had no message during the last one (review finding)."""
+        if self.source.auto_offset_reset == "earliest":
+            return int(OFFSET_BEGINNING)
+        fresh[tp.partition] = self._watermarks(tp)[1]
+        return fresh[tp.partition]
+
+    def _out_of_range(self, message: Any) -> None:
+        """The broker refused a partition's position (librdkafka's auto.offset.reset is `error`, so it
+        never jumps by itself): decide from the partition's offsets now.
+
+        Past its end: the topic was recreated or the broker lost its log; reading on from a reset
+        would skip the new log's first messages silently (review finding), so the run stops. Before its
+        start: retention deleted messages never read; they are counted and reading goes on at the first
+        one kept. Inside (a leader change): read again from the same position.
+        """
+        partition, position = int(message.partition()), int(message.offset())
+        tp = TopicPartition(self.source.topic, partition)
+        low, high = self._watermarks(tp)
+        action = out_of_range_action(position, low, high)
+        if action == "stop":
+            raise SourceError(
+                f"partition {tp.topic}/{partition} ends at offset {high}, but the table has read it up to "
+                f"offset {position}: the topic was recreated or the broker lost messages. Reading on would "
+                "skip the new log's first messages. If the topic was recreated, set kafka.source_epoch "
+                f"(now {self.source.epoch}) one higher to read it afresh; the rows already stored stay",
+                details={"partition": partition, "position": position, "end": high},
+            )
+        resume = position
+        if action == "skip_deleted":
+            log.warning(
+                "partition %s/%d: offsets %d to %d were deleted by the broker (retention) before they were "
+                "read; continuing at %d",
+                tp.topic,
+                partition,
+                position,
+                low - 1,
+                low,
+            )
+            self.summary.lost_to_retention += low - position
+            resume = low
+        self.pending.drop_partitions({partition})  # messages gathered past a position we re-seek
+        self.consumer.seek(TopicPartition(tp.topic, partition, resume))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {tp.partition for tp in partitions}

@@ -22,6 +22,9 @@ import pyarrow as pa
 
 from service.errors import SourceError
 
+DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
+"""The longest line (or Kafka value) parsed; a longer one is quarantined with its head kept."""
+
 HEAD_BYTES = 64 * 1024
 """How much of an over-long line is kept (the quarantine table's `raw` holds at most this)."""
 

@@ -75,10 +75,13 @@ def kafka_command(
         session_timeout_ms=kafka.session_timeout_ms,
         heartbeat_interval_ms=kafka.heartbeat_interval_ms,
         options=kafka.options,
+        epoch=kafka.source_epoch,
     )
     rules = BatchRules(
         max_messages=kafka.batch_max_messages,
         max_seconds=kafka.batch_max_seconds,
+        max_bytes=kafka.batch_max_bytes,
+        max_line_bytes=settings.ingest.max_line_bytes,
         until_idle=until_idle,
         unavailable_timeout=kafka.unavailable_timeout_s,
         source_tz=settings.ingest.source_tz,
@@ -99,6 +102,11 @@ def _summary_line(summary: KafkaIngestSummary) -> str:
         f"{summary.topic} ({len(data['partitions'])} partitions); {data['skipped']} skipped, "
         f"{data['quarantined']} quarantined, {data['tombstones']} tombstones, "
         f"{data['commits']} commits in {data['seconds']:.1f} s; stopped by {data['stopped_by']}"
+        + (
+            f"; {summary.lost_to_retention} offsets deleted by retention before they were read"
+            if summary.lost_to_retention
+            else ""
+        )
     )
 
 

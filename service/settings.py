@@ -83,6 +83,17 @@ class KafkaSettings(_Section):
         allow_inf_nan=False,
         description="Longest a batch waits before it is committed, in seconds (at most an hour).",
     )
+    batch_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="Most message bytes gathered before one Delta commit (bounds memory for large messages).",
+    )
+    source_epoch: int = Field(
+        0,
+        ge=0,
+        description="The topic's incarnation: after it was deleted and recreated (offsets restart at 0), set "
+        "one higher so its partitions are read afresh under new positions; the rows already stored stay.",
+    )
     unavailable_timeout_s: float = Field(
         60.0,
         gt=0,

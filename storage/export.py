@@ -219,6 +219,8 @@ def read_manifest(path: Path) -> Manifest:
             features=FeatureLayout(req["features"]),
             fmt=ExportFormat(raw["format"]),
         )
+        if not isinstance(raw["file"], str) or not isinstance(raw["sha256"], str):
+            raise ValueError("file and sha256 must be strings")
         versions = {name: raw["tables"][name] for name in PINNED_TABLES}
         if not all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in versions.values()):
             raise ValueError(f"table versions must be integers or null, got {versions}")

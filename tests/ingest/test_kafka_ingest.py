@@ -225,6 +225,103 @@ def test_a_writer_fenced_off_its_partition_reseeks_to_the_table_position(
     assert _customers(tmp_path) == sorted(f"C-{i}" for i in range(15))
 
 
+def test_a_run_that_moves_nothing_reports_every_known_position(kafka_broker: Broker, tmp_path: Path) -> None:
+    topic = create_topic(kafka_broker.bootstrap, unique_topic("known"), partitions=2)
+    produce(kafka_broker.bootstrap, topic, [_customer_line(i) for i in range(4)], partitions=[0, 1] * 2)
+    _run(tmp_path, _source(kafka_broker, topic))
+    again = _run(tmp_path, _source(kafka_broker, topic))
+    assert (again.messages, again.positions) == (0, {0: 2, 1: 2})  # was {}: only this run's commits
+
+
+def test_latest_starts_at_the_end_once_and_resumes_there(kafka_broker: Broker, tmp_path: Path) -> None:
+    topic = create_topic(kafka_broker.bootstrap, unique_topic("latest"), partitions=1)
+    for i in range(3):  # one record batch each: tansu 0.6 gives a batch's base offset + 1 as the end
+        produce(kafka_broker.bootstrap, topic, [_customer_line(i)], partition=0)
+    first = _run(tmp_path, _source(kafka_broker, topic, **{"auto.offset.reset": "latest"}))
+    assert first.messages == 0
+    assert _positions(tmp_path, topic, 1) == {0: 3}  # the end it started at, committed with no rows
+    # produced between two runs, with no message during the first: "latest" used to be resolved again
+    produce(kafka_broker.bootstrap, topic, [_customer_line(i) for i in range(3, 8)], partition=0)
+    second = _run(tmp_path, _source(kafka_broker, topic, **{"auto.offset.reset": "latest"}))
+    assert second.messages == 5
+    assert _customers(tmp_path) == [f"C-{i}" for i in range(3, 8)]
+
+
+def test_a_new_source_epoch_reads_the_topic_afresh_under_positions_of_its_own(
+    kafka_broker: Broker, tmp_path: Path
+) -> None:
+    topic = create_topic(kafka_broker.bootstrap, unique_topic("epoch"), partitions=1)
+    produce(kafka_broker.bootstrap, topic, [_customer_line(i) for i in range(3)], partition=0)
+    _run(tmp_path, _source(kafka_broker, topic))
+    again = KafkaSource(
+        bootstrap=kafka_broker.bootstrap,
+        topic=topic,
+        group=f"g-{topic}",
+        session_timeout_ms=FAST_GROUP_SETTINGS["session_timeout_ms"],
+        heartbeat_interval_ms=FAST_GROUP_SETTINGS["heartbeat_interval_ms"],
+        epoch=1,
+    )
+    assert _run(tmp_path, again).records == 3  # epoch 1 has no position yet: read from the start
+    table = open_table(Layout(tmp_path).predictions)
+    assert (
+        committed_position(table, f"kafka:{topic}:0") == committed_position(table, f"kafka:{topic}@1:0") == 3
+    )
+    sources = _table(tmp_path, "predictions")["source"].to_pylist()
+    assert sorted(sources) == [f"{topic}/0"] * 3 + [f"{topic}@1/0"] * 3
+
+
+@pytest.mark.parametrize(
+    ("position", "action"),
+    [(50, "stop"), (4, "retry"), (3, "retry"), (2, "retry"), (1, "skip_deleted")],
+)
+def test_a_refused_position_is_judged_by_the_partition_offsets(position: int, action: str) -> None:
+    from ingest.kafka_consumer import out_of_range_action
+
+    assert out_of_range_action(position, low=2, high=4) == action
+
+
+def test_a_position_past_the_partition_end_stops_and_a_new_epoch_reads_afresh(
+    kafka_broker: Broker, tmp_path: Path
+) -> None:
+    if kafka_broker.process is not None:
+        pytest.skip("tansu 0.6 answers a fetch past a partition's end with nothing, not OFFSET_OUT_OF_RANGE")
+    topic = create_topic(kafka_broker.bootstrap, unique_topic("recreated"), partitions=1)
+    # the table read 50 messages of an earlier topic of this name; the new one holds 3
+    old = LineParser().parse(lines_table([_customer_line(100)], source=f"{topic}/0", positions=[49]))
+    commit_batch(tmp_path, PartitionNames(topic), {0: 50}, old.predictions, old.quarantine)
+    produce(kafka_broker.bootstrap, topic, [_customer_line(i) for i in range(3)], partition=0)
+    with pytest.raises(SourceError, match=r"ends at offset 3, but the table has read it up to offset 50"):
+        _run(tmp_path, _source(kafka_broker, topic))
+    assert _customers(tmp_path) == ["C-100"]  # nothing skipped, nothing written
+    source = KafkaSource(
+        bootstrap=kafka_broker.bootstrap,
+        topic=topic,
+        group=f"g-{topic}",
+        session_timeout_ms=FAST_GROUP_SETTINGS["session_timeout_ms"],
+        heartbeat_interval_ms=FAST_GROUP_SETTINGS["heartbeat_interval_ms"],
+        epoch=1,
+    )
+    summary = _run(tmp_path, source)
+    assert summary.records == 3
+    assert _customers(tmp_path) == ["C-0", "C-1", "C-100", "C-2"]
+    table = open_table(Layout(tmp_path).predictions)
+    assert committed_position(table, f"kafka:{topic}@1:0") == 3
+    assert committed_position(table, f"kafka:{topic}:0") == 50
+    assert sorted(set(_table(tmp_path, "predictions")["source"].to_pylist())) == [
+        f"{topic}/0",
+        f"{topic}@1/0",
+    ]
+
+
+def test_batches_stay_under_the_byte_limit(kafka_broker: Broker, tmp_path: Path) -> None:
+    topic = create_topic(kafka_broker.bootstrap, unique_topic("bytes"), partitions=1)
+    big = [make_query_line("A", context={"customer_id": f"C-{i}", "pad": "x" * 2000}) for i in range(12)]
+    produce(kafka_broker.bootstrap, topic, big, partition=0)
+    summary = _run(tmp_path, _source(kafka_broker, topic), max_bytes=5000, max_seconds=5.0)
+    assert summary.records == 12
+    assert summary.commits >= 4  # at most 3 values of ~2.2 KB in a batch of at most 5,000 bytes
+
+
 # -- errors ------------------------------------------------------------------------------------
 
 
@@ -354,6 +451,44 @@ def test_batch_becomes_one_parser_table_with_tombstones_left_out() -> None:
         {"line": b"", "source": "t/0", "source_position": 9, "line_bytes": 0, "fallback_ts": _utc_ms(0)},
     ]
     assert batch.ends() == {0: 10, 2: 16}  # last offset seen + 1 (the tombstone at 7 counts too)
+
+
+def test_an_over_long_value_is_quarantined_as_an_over_long_line_is() -> None:
+    line = _customer_line(1)
+    batch = PendingBatch(
+        values=[line, line + b" " * 200], partitions=[0, 0], offsets=[0, 1], timestamps=[0, 0]
+    )
+    built = build_lines(batch, {0: "t/0"}, max_line_bytes=len(line) + 10)
+    assert built.lines["line_bytes"].to_pylist() == [len(line), len(line) + 200]
+    assert built.lines["line"].to_pylist()[1] == (line + b" " * 200)[: len(line) + 10]
+    parsed = LineParser().parse(built.lines)
+    assert parsed.predictions.num_rows == 1
+    assert parsed.quarantine["reason"].to_pylist() == [
+        f"line of {len(line) + 200} bytes exceeds the reader's line size limit "
+        f"(only {len(line) + 10} bytes were read)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("pending", "pending_bytes", "mean", "expected"),
+    [
+        (0, 0, 2048.0, 10_000),  # the consume chunk
+        (95, 0, 10.0, 5),  # room left under max_messages=100 (it used to ask for 100 whatever was pending)
+        (0, 0, 1_048_576.0, 64),  # 64 values of 1 MiB fill the 64 MiB byte limit
+        (10, 60_000_000, 1_000_000.0, 7),
+        (10, 70_000_000, 1_000_000.0, 1),  # past the limit: the batch is flushed next; ask for one
+    ],
+)
+def test_consume_count_keeps_batches_under_both_limits(
+    pending: int, pending_bytes: int, mean: float, expected: int
+) -> None:
+    from ingest.kafka_consumer import consume_count
+
+    batch = PendingBatch(values=[b""] * pending, partitions=[0] * pending, offsets=list(range(pending)))
+    batch.timestamps = [0] * pending
+    batch.value_bytes = pending_bytes
+    rules = BatchRules(max_messages=100 if pending == 95 else 100_000)
+    assert consume_count(rules, batch, mean) == expected
 
 
 def _utc_ms(ms: int) -> Any:

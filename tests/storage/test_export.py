@@ -238,6 +238,7 @@ def test_a_replay_that_differs_is_an_error(tmp_path: Path) -> None:
         (lambda m: m.update(manifest_version=2), "manifest_version 2 is not supported"),
         (lambda m: m["request"].pop("as_of"), "is damaged: KeyError: 'as_of'"),
         (lambda m: m["tables"].update(outcomes="3"), "table versions must be integers or null"),
+        (lambda m: m.pop("file"), "is damaged: KeyError: 'file'"),
         (lambda m: m["policies"][0].update(window="soon"), "window='soon' is not a duration"),
     ],
 )
@@ -251,6 +252,17 @@ def test_a_damaged_manifest_is_refused_with_what_is_wrong(tmp_path: Path, edit: 
     edited.write_text(json.dumps(manifest))
     with pytest.raises(InputError, match=message):
         read_manifest(edited)
+
+
+def test_an_export_with_no_rows_writes_the_columns_and_replays(tmp_path: Path) -> None:
+    seed(tmp_path)
+    out = tmp_path / "none.csv"
+    request = ExportRequest(FRAUD, as_of=at(60), date_from=at(100).date(), fmt=ExportFormat.csv)
+    result = export_labelled(tmp_path, out, request, policies=policies())
+    assert result.rows == 0
+    assert out.read_text().startswith("record_id,ts,day,service_id,endpoint_id,generation,context,")
+    replay_export(read_manifest(result.manifest_path), tmp_path / "again.csv")
+    assert (tmp_path / "again.csv").read_bytes() == out.read_bytes()
 
 
 def test_an_existing_file_is_kept_unless_overwrite(tmp_path: Path) -> None:
