@@ -175,7 +175,13 @@ def configure_audit(logs_dir: Path, *, config_file: Path | None = None) -> None:
         raise ConfigError(f"cannot create the audit log folder {logs_dir}: {exc.strerror}") from exc
     for name in AUDIT_LOGGERS:
         logger = logging.getLogger(f"hindsight.audit.{name}")
-        handler = logging.FileHandler(logs_dir / f"audit-{name}.log", encoding="utf-8")
+        try:
+            handler = logging.FileHandler(logs_dir / f"audit-{name}.log", encoding="utf-8")
+        except OSError as exc:  # a read-only root: one clear line, not a traceback from the server's start-up
+            close_audit()
+            raise ConfigError(
+                f"cannot open the audit log {logs_dir / f'audit-{name}.log'}: {exc.strerror}"
+            ) from exc
         handler.setFormatter(JsonFormatter())
         # A queue keeps file writes off the request path: the listener thread writes the lines.
         records: queue.SimpleQueue[_Queued] = queue.SimpleQueue()

@@ -92,6 +92,8 @@ class Runtime:
         return {
             "intake_writable": self.intake.failure is None and self.intake.writer_alive,
             "flusher_alive": self.flusher.alive,
+            "flusher_stalled": self.flusher.stalled,
+            "seconds_since_flush": round(self.flusher.seconds_since_flush, 1),
             "fail_stop": self.intake.failure,
         }
 

@@ -95,7 +95,8 @@ def unavailable(
     reason = f" ({_reason(exc)})" if exc is not None else ""
     return BrokerUnavailable(
         f"Kafka broker {bootstrap} still unreachable after {give_up_after:g} s of retries{reason}; "
-        "check --bootstrap, the network and the broker, then run again",
+        "check --bootstrap, the network and the broker (with TLS or SASL, also security.protocol, ssl.* and "
+        "sasl.* in [kafka.options]), then run again",
         details={"bootstrap": bootstrap, "seconds": round(elapsed, 1), "give_up_after": give_up_after},
     )
 

@@ -51,7 +51,9 @@ def serve(
     settings = state_of(ctx).settings(api={"host": host, "port": port})
     from api.app import create_app
 
-    app = create_app(api_config(settings))
+    config = api_config(settings)
+    _preflight(settings)
+    app = create_app(config)
     uvicorn.run(
         app,
         host=settings.api.host,
@@ -60,6 +62,21 @@ def serve(
         log_level=settings.log_level.lower(),
         access_log=False,  # every call is in hindsight.audit.calls when api.audit_calls is on
     )
+
+
+def _preflight(settings: Settings) -> None:
+    """Open and close what the server opens at start-up (audit logs, key store, intake log), so a root it
+    cannot write is one error line here: inside uvicorn's start-up it was a 50-line traceback."""
+    from service.cli import audit_log
+    from storage.keys import KeyStore
+    from storage.layout import Layout
+    from storage.outcome_intake import open_intake
+
+    layout = Layout(settings.root)
+    with audit_log(settings):
+        KeyStore(layout.keys_db).close()
+        with open_intake(layout.intake_db):
+            pass
 
 
 def register(app: typer.Typer) -> None:

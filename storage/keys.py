@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import AuthError, InputError, NotFound, StorageError
+from storage.layout import writable_hint
 
 SCOPES = ("outcomes:write", "read", "admin")
 """Every scope a key can hold: write outcomes, read outcomes/predictions/metrics, manage keys."""
@@ -129,7 +130,7 @@ class KeyStore:
             self._con.execute("PRAGMA synchronous=FULL")
             self._con.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
-            raise StorageError(f"cannot open key store {path}: {exc}") from exc
+            raise StorageError(f"cannot open key store {path}: {exc}{writable_hint(path)}") from exc
 
     def close(self) -> None:
         self._con.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,3 +75,12 @@ class Layout:
     @property
     def config_file(self) -> Path:
         return self.root / "hindsight.toml"
+
+
+def writable_hint(path: Path) -> str:
+    """ " (the folder ... is not writable)" when the nearest existing folder of `path` is read-only, else "":
+    SQLite says only "unable to open database file" or "attempt to write a readonly database"."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return "" if os.access(folder, os.W_OK) else f" (the folder {folder} is not writable)"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +29,15 @@ from service.errors import CommitConflict, HindsightError, StorageError
 from storage.commit import SourceBatch, commit_sources, committed_position, open_table
 from storage.crashpoints import crash_point
 from storage.layout import Layout
-from storage.outcome_intake import PENDING_COLUMNS, ROW_KEYS, IntakeLog
+from storage.outcome_intake import DEFAULT_PENDING_BYTES, PENDING_COLUMNS, ROW_KEYS, IntakeLog
 from storage.schemas import OUTCOMES, UTC_TS
 
 log = logging.getLogger("hindsight.flusher")
 
 DEFAULT_BATCH_ROWS = 200_000
+STALL_INTERVALS = 30
+STALL_MIN_SECONDS = 60.0
+STOP_TIMEOUT_S = 30.0
 _US_PER_DAY = 86_400_000_000
 
 
@@ -137,8 +141,15 @@ def _ascending(seqs: pa.ChunkedArray) -> bool:
     return bool(pc.all(later).as_py())
 
 
-def flush_once(intake: IntakeLog, root: Path, *, batch_rows: int = DEFAULT_BATCH_ROWS) -> FlushReport:
-    """Move every pending outcome of `intake` into the Delta table under `root`, exactly once."""
+def flush_once(
+    intake: IntakeLog,
+    root: Path,
+    *,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    batch_bytes: int = DEFAULT_PENDING_BYTES,
+) -> FlushReport:
+    """Move every pending outcome of `intake` into the Delta table under `root`, exactly once, in
+    commits of at most `batch_rows` rows and about `batch_bytes` bytes (one row may exceed it alone)."""
     layout = Layout(root)
     report = FlushReport()
     position = committed_position(open_table(layout.outcomes), intake.app_id) or 0
@@ -146,7 +157,7 @@ def flush_once(intake: IntakeLog, root: Path, *, batch_rows: int = DEFAULT_BATCH
     intake.forget_below(position)
     crash_point("outcomes.flush_trim")
     while True:
-        rows = ndjson_to_arrow(intake.pending_ndjson(position, batch_rows))
+        rows = ndjson_to_arrow(intake.pending_ndjson(position, batch_rows, batch_bytes))
         if not rows.num_rows:
             intake.checkpoint()
             return report
@@ -162,9 +173,6 @@ def flush_once(intake: IntakeLog, root: Path, *, batch_rows: int = DEFAULT_BATCH
         position = result.positions.get(intake.app_id, end)
         report.position = position
         intake.forget_below(position)
-        if rows.num_rows < batch_rows:
-            intake.checkpoint()
-            return report
 
 
 class Flusher:
@@ -186,10 +194,22 @@ class Flusher:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hindsight-outcome-flusher", daemon=True)
         self.last_error: str | None = None
+        self._last_done = time.monotonic()
 
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    @property
+    def seconds_since_flush(self) -> float:
+        """Seconds since the last flush that completed (or since the start): readiness watches it, since a
+        flusher waiting for the outcomes table's lock (held by another process) is alive but stuck."""
+        return time.monotonic() - self._last_done
+
+    @property
+    def stalled(self) -> bool:
+        """No flush completed for STALL_INTERVALS intervals (and at least STALL_MIN_SECONDS)."""
+        return self.seconds_since_flush > max(STALL_INTERVALS * self._interval, STALL_MIN_SECONDS)
 
     def start(self) -> None:
         self._thread.start()
@@ -198,12 +218,21 @@ class Flusher:
         """Flush now rather than at the next interval."""
         self._wake.set()
 
-    def stop(self) -> None:
-        """Stop after one last flush."""
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Stop after one last flush; give up waiting after `timeout` seconds (the thread is a daemon and
+        what it did not move stays in the intake log, flushed at the next start). Shutdown used to hang
+        for as long as another process held the outcomes table's lock (review finding)."""
         self._stopping.set()
         self._wake.set()
         if self._thread.is_alive():
-            self._thread.join()
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error(
+                    "the last flush did not finish within %.0f s (is another process holding %s?); the "
+                    "outcomes not yet in Delta stay in the intake log and are moved at the next start",
+                    timeout,
+                    Layout(self._root).lock_file("outcomes"),
+                )
 
     def _run(self) -> None:
         conflicts = 0
@@ -211,6 +240,7 @@ class Flusher:
             stopping = self._stopping.is_set()
             try:
                 report = flush_once(self._intake, self._root)
+                self._last_done = time.monotonic()
                 conflicts = 0
                 if self._on_flush is not None and report.rows_written:
                     self._on_flush(report)

@@ -85,7 +85,9 @@ def _fold_key_columns(index: int, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _csv_items(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(newline="", encoding="utf-8") as fh:
+    # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which became part of the first
+    # column's name (`\ufeffoutcome_id: Extra inputs are not permitted`; review finding)
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
         repeated = sorted({name for name in header if header.count(name) > 1})
@@ -115,7 +117,9 @@ def _csv_items(path: Path) -> Iterator[dict[str, Any]]:
 def _jsonl_items(path: Path) -> Iterator[Any]:
     with path.open("rb") as fh:
         index = 0
-        for line in fh:
+        for number, line in enumerate(fh):
+            if number == 0 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]  # a byte-order mark, as some editors write
             if not line.strip():
                 continue
             try:
@@ -161,12 +165,36 @@ def validate_file(path: Path, fmt: str | None = None) -> list[Outcome]:
     return parse_outcomes(read_outcome_file(path, file_format(path, fmt)))
 
 
+def _refuse_conflicts_within(outcomes: list[Outcome]) -> None:
+    """An InvalidOutcome when one outcome_id comes twice in the file with different contents: the intake
+    log said "already stored with a different body", which sent people looking for an earlier import."""
+    first: dict[str, tuple[int, str]] = {}
+    for index, outcome in enumerate(outcomes):
+        if outcome.generated_id:
+            continue
+        seen = first.setdefault(outcome.outcome_id, (index, outcome.fingerprint))
+        if seen[1] != outcome.fingerprint:
+            raise InvalidOutcome(
+                f"outcome_id {outcome.outcome_id!r} comes twice in the file with different contents "
+                f"(items {seen[0]} and {index}, counted from 0 without a CSV header); nothing was stored",
+                details=[
+                    {
+                        "index": index,
+                        "field": "outcome_id",
+                        "loc": [index, "outcome_id"],
+                        "message": "repeated",
+                    }
+                ],
+            )
+
+
 def import_outcomes(
     root: Path, path: Path, *, fmt: str | None = None, group_commit_ms: float = 0.0
 ) -> ImportReport:
     """Validate a file, store its outcomes in the intake log (one transaction), then flush to Delta."""
     chosen = file_format(path, fmt)
     outcomes = parse_outcomes(read_outcome_file(path, chosen))
+    _refuse_conflicts_within(outcomes)
     layout = Layout(root)
     with open_intake(layout.intake_db, group_commit_ms=group_commit_ms) as intake:
         statuses = intake.append(outcomes, key_id=None)

@@ -39,6 +39,7 @@ import orjson
 
 from service.errors import IdempotencyConflict, NotReady, StorageError
 from storage.crashpoints import crash_point
+from storage.layout import writable_hint
 from storage.outcome_model import Outcome
 
 log = logging.getLogger("hindsight.intake")
@@ -110,6 +111,8 @@ _MIGRATE_FROM_1 = (
     "ALTER TABLE pending ADD COLUMN key TEXT AS (json_extract(row, '$.k')) VIRTUAL",
 )
 BUSY_TIMEOUT_S = 30.0
+DEFAULT_PENDING_BYTES = 64 * 1024 * 1024
+"""Most row bytes the flusher reads from the intake log at once (see `pending_ndjson`)."""
 INLINE_ITERATIONS = 5
 """Loop mode commits this many loop iterations after a group's first submission: requests that become
 ready meanwhile join the group. Measured under wrk at 16 connections: committing in the very next
@@ -135,7 +138,7 @@ def connect_sqlite(path: Path, *, timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Co
         con.execute("PRAGMA synchronous=FULL")
         con.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages: the outcome_id index stays cached
     except (sqlite3.Error, OSError) as exc:
-        raise StorageError(f"cannot open SQLite database {path}: {exc}") from exc
+        raise StorageError(f"cannot open SQLite database {path}: {exc}{writable_hint(path)}") from exc
     return con
 
 
@@ -228,13 +231,16 @@ class IntakeLog:
             raise
         except sqlite3.Error as exc:
             self._write.close()
-            raise StorageError(f"cannot initialise intake log {path}: {exc}") from exc
+            raise StorageError(f"cannot initialise intake log {path}: {exc}{writable_hint(path)}") from exc
         self._read_lock = threading.Lock()
         # In-process writers (writer thread, loop, flusher trim) take turns on this lock rather than
         # through SQLite's busy handler, which sleeps 1, 2, 5, ... 100 ms between retries and so
         # wakes late after a short wait; other processes still meet SQLite's lock.
         self._write_lock = threading.Lock()
         self._read = connect_sqlite(path)
+        # A WAL grown while the disk was full (or under a long backlog) is shrunk before anything is
+        # written: freeing space and restarting used to meet the old WAL first (review finding)
+        self.checkpoint(truncate=True)
         if call_soon is not None:
             # The loop's own write connection never waits for SQLite's write lock (busy timeout 0):
             # when another process holds it (`outcomes import`), the group goes to the writer
@@ -326,19 +332,24 @@ class IntakeLog:
             pending.sort(key=lambda row: int(row[0]))
         return pending
 
-    def pending_ndjson(self, from_seq: int, limit: int) -> bytes:
-        """Up to `limit` pending rows with seq >= from_seq as NDJSON objects (keys: `seq` and ROW_KEYS).
+    def pending_ndjson(self, from_seq: int, limit: int, max_bytes: int = DEFAULT_PENDING_BYTES) -> bytes:
+        """Up to `limit` pending rows with seq >= from_seq as NDJSON objects (keys: `seq` and ROW_KEYS),
+        and no more rows than fit `max_bytes` (always at least one).
 
         Each line is the row's object as stored with `"seq":<seq>,` put in front: SQLite only joins
         texts (in C, without the GIL; rendering each row with 13 `row->n` lookups cost ~4 us a row),
         so numbers and strings are exactly what was acknowledged. The flusher parses it with Arrow's
-        JSON reader: no Python object per row or value.
+        JSON reader: no Python object per row or value. The byte cap keeps the joined text far below
+        SQLite's 1 GB string limit: 200,000 rows of 5 KB made the read fail ("string or blob too big")
+        at every flush and every restart, and shut writes for good (review finding).
         """
         sql = (
             "SELECT group_concat('{\"seq\":' || seq || ',' || substr(row, 2), char(10)) FROM "
-            "(SELECT seq, row FROM pending WHERE seq >= ? ORDER BY seq LIMIT ?)"
+            "(SELECT seq, row, sum(length(row)) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS upto "
+            " FROM (SELECT seq, row FROM pending WHERE seq >= ? ORDER BY seq LIMIT ?)) "
+            "WHERE upto - length(row) < ?"
         )
-        [(text,)] = self._query(sql, (from_seq, limit))
+        [(text,)] = self._query(sql, (from_seq, limit, max_bytes))
         return b"" if text is None else str(text).encode()
 
     def pending_matching(self, *, record_id: str | None, keys: Sequence[str]) -> list[tuple[Any, ...]]:
@@ -353,21 +364,30 @@ class IntakeLog:
         )
 
     def forget_below(self, seq: int) -> int:
-        """Delete pending rows below `seq` (they are in Delta); outcome_ids stay for idempotency."""
+        """Delete pending rows below `seq` (they are in Delta); outcome_ids stay for idempotency.
+
+        Housekeeping only: reads start at the committed position, so rows left behind are never flushed
+        twice. A failure (another process holding the write lock past the busy timeout, a full disk) is
+        logged and retried at the next flush; it used to shut writes for good (review finding). Returns
+        the rows deleted, -1 when the trim failed."""
         with self._write_lock, self._read_lock:
             try:
                 cursor = self._read.execute("DELETE FROM pending WHERE seq < ?", (seq,))
             except sqlite3.Error as exc:
-                raise StorageError(f"cannot trim intake log {self.path}: {exc}") from exc
+                log.warning("cannot trim intake log %s (retried at the next flush): %s", self.path, exc)
+                return -1
             return cursor.rowcount
 
-    def checkpoint(self) -> None:
-        """Copy the WAL into the database file without blocking the writer (PASSIVE checkpoint)."""
+    def checkpoint(self, *, truncate: bool = False) -> None:
+        """Copy the WAL into the database file without blocking the writer (PASSIVE checkpoint); with
+        `truncate`, also shrink the WAL file to nothing (TRUNCATE: waits for writers; done at start).
+        Housekeeping as `forget_below`: a failure is logged, never fatal."""
+        mode = "TRUNCATE" if truncate else "PASSIVE"
         with self._read_lock:
             try:
-                self._read.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self._read.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
             except sqlite3.Error as exc:
-                raise StorageError(f"cannot checkpoint intake log {self.path}: {exc}") from exc
+                log.warning("cannot checkpoint intake log %s (retried later): %s", self.path, exc)
 
     def count_pending(self) -> int:
         rows = self._query("SELECT count(*) FROM pending", ())

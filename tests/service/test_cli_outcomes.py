@@ -158,3 +158,21 @@ def test_a_key_name_is_short_and_printable(tmp_path: Path, name: str) -> None:
         assert store.list() == []
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("blocked", "message"),
+    [
+        ("state", "error: cannot open key store"),  # a file where the key store's folder should be
+        ("logs", "error: cannot create the audit log folder"),
+    ],
+)
+def test_serve_on_a_root_it_cannot_write_is_one_error_line(
+    tmp_path: Path, blocked: str, message: str
+) -> None:
+    from tests.ingest.file_logs import run_cli
+
+    (tmp_path / blocked).write_text("not a folder")
+    result = run_cli(tmp_path, "serve", "--port", "0", timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.startswith(message) and len(result.stderr.splitlines()) == 1, result.stderr

@@ -294,3 +294,87 @@ def test_an_outcome_larger_than_a_json_block_is_flushed(tmp_path: Path) -> None:
     finally:
         con.close()
     assert rows == [("small-1", 1), ("big", len(big)), ("small-2", 1)]
+
+
+def _store_padded(root: Path, ids: list[str], pad: int) -> None:
+    items = [{"outcome_id": i, "record_id": i, "value": 1, "attributes": {"pad": "x" * pad}} for i in ids]
+    with open_intake(Layout(root).intake_db) as intake:
+        intake.append(parse_outcomes(items), key_id="k1")
+
+
+def test_a_flush_reads_the_intake_log_in_batches_of_bounded_bytes(tmp_path: Path) -> None:
+    # 200,000 rows of 5 KB were one text of 1 GB: SQLite refused it at every flush and every restart
+    ids = [f"o{i:03d}" for i in range(40)]
+    _store_padded(tmp_path, ids, pad=1000)
+    with open_intake(Layout(tmp_path).intake_db) as intake:
+        first = intake.pending_ndjson(0, 1000, max_bytes=5000)
+        assert len(first.splitlines()) == 5  # rows of ~1.1 KB: the fifth starts below 5,000 bytes
+        assert len(intake.pending_ndjson(0, 1000, max_bytes=10).splitlines()) == 1  # always one row
+        report = flush_once(intake, tmp_path, batch_bytes=5000)
+        assert (report.rows_written, report.commits) == (40, 8)
+        assert intake.count_pending() == 0
+    assert _ids(tmp_path) == ids
+
+
+def test_a_trim_that_meets_a_locked_intake_log_is_retried_not_fatal(tmp_path: Path) -> None:
+    _store(tmp_path, ["a", "b"])
+    other = sqlite3.connect(Layout(tmp_path).intake_db, isolation_level=None)
+    with open_intake(Layout(tmp_path).intake_db) as intake:
+        intake._read.execute("PRAGMA busy_timeout = 200")  # the 30 s default, shortened for the test
+        other.execute("BEGIN IMMEDIATE")  # another process (an import) holds the write lock
+        report = flush_once(intake, tmp_path)  # the trims fail; the move to Delta does not
+        other.execute("ROLLBACK")
+        assert report.rows_written == 2
+        assert intake.failure is None  # it used to shut writes for good: "cannot trim intake log"
+        assert intake.count_pending() == 2  # not trimmed yet ...
+        assert flush_once(intake, tmp_path).rows_written == 0  # ... and never flushed twice
+        assert intake.count_pending() == 0
+    other.close()
+    assert _ids(tmp_path) == ["a", "b"]
+
+
+def test_opening_the_intake_log_shrinks_its_wal(tmp_path: Path) -> None:
+    _store(tmp_path, ["first"])  # creates the log
+    # another connection open throughout (a crashed process leaves the same): the last close would
+    # otherwise checkpoint and delete the WAL
+    other = sqlite3.connect(Layout(tmp_path).intake_db)
+    other.execute("SELECT count(*) FROM pending").fetchall()
+    _store_padded(tmp_path, [f"o{i}" for i in range(199)], pad=2000)  # never checkpointed: all in the WAL
+    wal = Path(str(Layout(tmp_path).intake_db) + "-wal")
+    assert wal.stat().st_size > 400_000
+    with open_intake(Layout(tmp_path).intake_db) as intake:
+        assert wal.stat().st_size == 0
+        assert intake.count_pending() == 200
+    other.close()
+
+
+def test_a_flusher_waiting_for_the_table_lock_shows_stalled_and_stop_gives_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import fcntl
+    import time
+
+    from storage import outcome_flush
+    from storage.outcome_flush import Flusher
+
+    monkeypatch.setattr(outcome_flush, "STALL_MIN_SECONDS", 0.5)
+    _store(tmp_path, ["a"])
+    lock_path = Layout(tmp_path).lock_file("outcomes")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    holder = os.open(lock_path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another process's commit (an import, say) holds the lock
+    with open_intake(Layout(tmp_path).intake_db) as intake:
+        flusher = Flusher(intake, tmp_path, interval=0.01)
+        flusher.start()
+        time.sleep(1.0)
+        assert flusher.alive and flusher.stalled  # alive was all readiness saw
+        started = time.monotonic()
+        flusher.stop(timeout=0.5)  # shutdown used to wait for the lock for ever
+        assert time.monotonic() - started < 2.0
+        assert "the last flush did not finish within" in caplog.text
+        os.close(holder)  # the lock is released: the stuck flush completes on its own
+        deadline = time.monotonic() + 10
+        while flusher.alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not flusher.alive and not flusher.stalled
+    assert _ids(tmp_path) == ["a"]

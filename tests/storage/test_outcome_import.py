@@ -105,3 +105,32 @@ def test_a_csv_whose_cells_do_not_fit_its_header_is_rejected(tmp_path: Path, tex
     with pytest.raises(InvalidOutcome, match=re.escape(message)):
         import_outcomes(tmp_path / "root", path)
     assert _rows(tmp_path / "root") == []
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("excel.csv", "\ufeffoutcome_id,record_id,value\no1,r1,fraud\n"),  # Excel's "CSV UTF-8"
+        ("editor.jsonl", '\ufeff{"outcome_id": "o1", "record_id": "r1", "value": "fraud"}\n'),
+    ],
+)
+def test_a_byte_order_mark_is_not_part_of_the_data(tmp_path: Path, name: str, text: str) -> None:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    import_outcomes(tmp_path / "root", path)
+    assert [r[:4] for r in _rows(tmp_path / "root")] == [("o1", "r1", None, "fraud")]
+
+
+def test_an_id_twice_in_one_file_with_different_contents_names_both_items(tmp_path: Path) -> None:
+    path = tmp_path / "labels.jsonl"
+    path.write_text(
+        '{"outcome_id": "a", "record_id": "r1", "value": 1}\n'
+        '{"outcome_id": "b", "record_id": "r2", "value": 1}\n'
+        '{"outcome_id": "a", "record_id": "r1", "value": 0}\n'
+    )
+    with pytest.raises(InvalidOutcome, match=r"outcome_id 'a' comes twice in the file .*items 0 and 2"):
+        import_outcomes(tmp_path / "root", path)
+    assert _rows(tmp_path / "root") == []
+    path.write_text('{"outcome_id": "a", "record_id": "r1", "value": 1}\n' * 2)  # the same twice is fine
+    import_outcomes(tmp_path / "root", path)
+    assert [r[0] for r in _rows(tmp_path / "root")] == ["a"]
