@@ -21,6 +21,7 @@ import numpy as np
 
 from service.errors import InputError, QueryError
 from storage.label_sql import PREDICTIONS_SOURCE, WON_TABLE
+from storage.outcome_model import text_number
 from storage.policies import Policy
 from storage.views import DUCKDB_FAILURES, connect, failure_text
 
@@ -259,7 +260,7 @@ def _groups(con: duckdb.DuckDBPyConnection, query: MetricsQuery) -> list[_Group]
                 task, pos = "binary", positive
             else:
                 # Only endpoints without a declared positive pay for a look at their predictions.
-                shape = shape or _shape(con, service_id, endpoint_id, where, params)
+                shape = shape or _shape(con, service_id, endpoint_id, query.as_of)
                 task, pos = shape
             groups.append(_Group(service_id, endpoint_id, outcome_type, task, pos))
     return groups
@@ -288,18 +289,20 @@ def _shape(
     con: duckdb.DuckDBPyConnection,
     service_id: str | None,
     endpoint_id: str | None,
-    where: str,
-    params: list[Any],
+    as_of: dt.datetime | None,
 ) -> tuple[str, str | None]:
     """binary (two classes in probas: the greater name is positive, scikit-learn's order), regression
-    (numeric predictions, no probas) or multiclass."""
+    (numeric predictions, no probas) or multiclass, from every prediction of the endpoint made up to the
+    as-of time. Not from the days asked: a cohort's metrics used to change kind with --from/--to, and
+    to depend on predictions made after the as-of time (review finding)."""
     row = con.execute(
         f"""SELECT count(probas), min(list_sort(map_keys(probas))), max(list_sort(map_keys(probas))),
                    count(prediction_value),
                    count(prediction) FILTER (WHERE TRY_CAST(prediction AS DOUBLE) IS NULL)
             FROM {PREDICTIONS_SOURCE}
-            WHERE {where} AND service_id IS NOT DISTINCT FROM ? AND endpoint_id IS NOT DISTINCT FROM ?""",
-        [*params, service_id, endpoint_id],
+            WHERE ts <= coalesce(?::TIMESTAMPTZ, now())
+              AND service_id IS NOT DISTINCT FROM ? AND endpoint_id IS NOT DISTINCT FROM ?""",
+        [as_of, service_id, endpoint_id],
     ).fetchall()[0]
     with_probas, min_classes, max_classes, with_value, with_text = row
     if with_probas > 0 and min_classes == max_classes and len(max_classes) == 2:
@@ -322,12 +325,6 @@ def _unordered(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         yield
     finally:
         con.execute(f"SET preserve_insertion_order = {'true' if before else 'false'}")
-
-
-def _number(con: duckdb.DuckDBPyConnection, text: str | None) -> float | None:
-    """`text` as a finite DOUBLE by DuckDB's own cast (as `label_value` was made), else None."""
-    [(value,)] = con.execute("SELECT TRY_CAST(?::VARCHAR AS DOUBLE)", [text]).fetchall()
-    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def _finite(value: Any) -> Any:
@@ -373,7 +370,8 @@ def _materialise(con: duckdb.DuckDBPyConnection, query: MetricsQuery, groups: li
     pos = "CASE g " + " ".join(f"WHEN {i} THEN ?::VARCHAR" for i, _ in positives) + " END"
     pos_value = "CASE g " + " ".join(f"WHEN {i} THEN ?::DOUBLE" for i, _ in positives) + " END"
     pos_params: list[Any] = [p for _, p in positives]
-    pos_params += [_number(con, p) for _, p in positives]
+    # the positive's number by the rule label_value is made with (a JSON number), not DuckDB's cast
+    pos_params += [None if p is None else text_number(p) for _, p in positives]
     if not positives:
         pos, pos_value = "NULL::VARCHAR", "NULL::DOUBLE"
     as_of = "now()" if query.as_of is None else "?::TIMESTAMPTZ"

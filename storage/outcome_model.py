@@ -39,10 +39,16 @@ from pydantic import (
 
 from service.errors import InvalidOutcome
 
-KEY_PATH = re.compile(r"^(context|features)\.[^\s.][^\s]*\Z")
+KEY_PATH = re.compile(r"^(context|features)\.[^\s.,][^\s,]*\Z")
 """A key path: `context.<name>` or `features.<name>` (the name may itself contain dots). It ends in an
 end-of-text anchor, not `$`, which also matches before a final newline: a path ending in a newline was
-accepted (review finding)."""
+accepted (review finding). No comma: the label join compares a key's paths joined by commas with a
+policy's (`context.a,features.b` was read as two paths; review finding)."""
+
+KEY_VALUE_FORBIDDEN = ("\x00", "\x1f")
+"""Characters a key value may not hold: U+0000 (the intake's SQLite JSON functions stop at it) and U+001F,
+which the label join puts between the values of a several-path key (`x` + `y\x1fz` matched `x\x1fy` +
+`z`; review finding)."""
 
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
@@ -95,10 +101,13 @@ class OutcomeIn(BaseModel):
         bad = [path for path in key if not KEY_PATH.match(path)]
         if bad:
             raise ValueError(f"key paths must be context.<name> or features.<name>, got {bad}")
-        # the intake's SQLite JSON functions stop at U+0000: a pending key holding one was not found
-        with_nul = [path for path, part in key.items() if isinstance(part, str) and "\x00" in part]
+        with_nul = [
+            path
+            for path, part in key.items()
+            if isinstance(part, str) and any(c in part for c in KEY_VALUE_FORBIDDEN)
+        ]
         if with_nul:
-            raise ValueError(f"key values must not contain U+0000 (NUL), at {with_nul}")
+            raise ValueError(f"key values must not contain U+0000 or U+001F, at {with_nul}")
         return key
 
     @model_validator(mode="after")
@@ -149,6 +158,13 @@ def canonical_key(pairs: dict[str, Any]) -> str:
     return orjson.dumps(pairs, option=_SORTED).decode()
 
 
+def text_number(text: str) -> float | None:
+    """The number a text stands for: a finite JSON number (`1`, `-0.5`, `1e3`), else None (`+1`, `.5`,
+    `1_000`, `nan`). An outcome's `value_number`, an implicit label's and a positive class's all use it."""
+    number = float(text) if _JSON_NUMBER.match(text) else None
+    return number if number is not None and math.isfinite(number) else None
+
+
 def _value_forms(value: str | bool | int | float) -> tuple[str, float | None, str]:
     if isinstance(value, bool):
         text = "true" if value else "false"
@@ -156,10 +172,7 @@ def _value_forms(value: str | bool | int | float) -> tuple[str, float | None, st
     if isinstance(value, int | float):
         as_json = orjson.dumps(value).decode()
         return as_json, float(value), as_json
-    number = float(value) if _JSON_NUMBER.match(value) else None
-    if number is not None and not math.isfinite(number):
-        number = None
-    return value, number, orjson.dumps(value).decode()
+    return value, text_number(value), orjson.dumps(value).decode()
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -528,7 +541,7 @@ def _fast_item(item: Any, new_id: str | None) -> Outcome | None:
         for path, part in key.items():
             if type(path) is not str or not KEY_PATH.match(path) or not _is_scalar(part):
                 return None
-            if type(part) is str and "\x00" in part:  # the model refuses it
+            if type(part) is str and ("\x00" in part or "\x1f" in part):  # the model refuses them
                 return None
     if (record_id is None) == (key is None):
         return None

@@ -200,3 +200,31 @@ def test_a_bad_policy_is_a_config_error(tmp_path: Path) -> None:
 def test_an_empty_root_has_no_cohorts(tmp_path: Path) -> None:
     result = run_cli(tmp_path / "fresh", "eval", "--format", "json")
     assert (result.returncode, json.loads(result.stdout)) == (0, [])
+
+
+def test_an_endpoints_task_depends_on_the_as_of_time_not_on_the_days_asked(tmp_path: Path) -> None:
+    import datetime as dt
+
+    ab = {"A": 0.7, "B": 0.3}
+    write_predictions(
+        tmp_path,
+        [
+            prediction("r1", at(0), service_id="m", endpoint_id="e", probas=ab, prediction="A"),
+            prediction("r2", at(1), service_id="m", endpoint_id="e", probas=ab, prediction="A"),
+            prediction(
+                "r3", at(31), service_id="m", endpoint_id="e", probas={**ab, "C": 0.0}, prediction="A"
+            ),
+        ],
+    )
+    write_outcomes(
+        tmp_path, [outcome("o1", "A", at(2), record_id="r1"), outcome("o2", "B", at(2), record_id="r2")]
+    )
+
+    def task(**query: object) -> set[str]:
+        rows = evaluate(tmp_path, MetricsQuery(by=Cohort.none, **query), policies=[])  # type: ignore[arg-type]
+        return {row["task"] for row in rows}
+
+    # three classes were logged by Feb 1st: multiclass, also when only January is asked (was binary)
+    assert task() == task(date_to=at(30).date()) == {"multiclass"}
+    # on Jan 15th only two classes had been logged: binary (was multiclass, from a later prediction)
+    assert task(as_of=dt.datetime(2026, 1, 15, tzinfo=dt.UTC)) == {"binary"}

@@ -454,3 +454,25 @@ def test_an_outcome_type_the_named_endpoint_has_no_policy_for_says_so(tmp_path: 
         ("label_p1_on_churn", "no prediction with this key"),  # churn/predict is on the default policy
         ("label_reco", "no policy for outcome_type"),
     ]
+
+
+def test_an_implicit_label_has_the_number_an_observed_one_with_its_text_has(tmp_path: Path) -> None:
+    # "+1" is no JSON number: an observed "+1" had no label_value while the implicit "+1" was 1.0
+    write_predictions(
+        tmp_path, [prediction("r1", at(0), context=tx("t1")), prediction("r2", at(0), context=tx("t2"))]
+    )
+    write_outcomes(tmp_path, [outcome("o1", "+1", at(1), key={TX: "t1"})])
+    policies = fraud_policy(maturity="30d", implicit_value="+1", positive="1")
+    con = connect(tmp_path, policies=policies)
+    rows = con.execute(
+        "SELECT record_id, label, label_value, label_state FROM labelled_as_of(?::TIMESTAMPTZ) ORDER BY 1",
+        [at(60)],
+    ).fetchall()
+    con.close()
+    assert rows == [("r1", "+1", None, "observed"), ("r2", "+1", None, "implicit")]
+    numeric = fraud_policy(maturity="30d", implicit_value="1e0")
+    con = connect(tmp_path, policies=numeric)
+    assert con.execute(
+        "SELECT label_value FROM labelled_as_of(?::TIMESTAMPTZ) WHERE record_id = 'r2'", [at(60)]
+    ).fetchall() == [(1.0,)]
+    con.close()

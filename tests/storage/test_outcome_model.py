@@ -150,7 +150,19 @@ def test_a_repeated_occurred_at_is_checked_every_time() -> None:
         (
             {"key": {"context.tx": "T-1\u0000x", "context.n": 1}, "value": 1},
             "key",
-            "key values must not contain U+0000 (NUL), at ['context.tx']",
+            "key values must not contain U+0000 or U+001F, at ['context.tx']",
+        ),
+        (
+            # U+001F joins the values of a several-path key in the label join: x + y\x1fz matched x\x1fy + z
+            {"key": {"context.a": "x", "context.b": "y\u001fz"}, "value": 1},
+            "key",
+            "key values must not contain U+0000 or U+001F, at ['context.b']",
+        ),
+        (
+            # a key's paths are joined by commas to be compared with a policy's
+            {"key": {"context.k,features.f": "1"}, "value": 1},
+            "key",
+            "key paths must be context.<name> or features.<name>, got ['context.k,features.f']",
         ),
         (
             {"key": {"context.tx\n": "T-1"}, "value": 1},
