@@ -41,6 +41,8 @@ from ingest.kafka_config import BatchRules, KafkaSource
 from ingest.kafka_reach import Backoff, probe, unavailable, wait_for_topic
 from ingest.parser import LineParser
 from service.errors import ConfigError, SourceError, StorageError
+from storage.compact import Compactor
+from storage.layout import Layout
 
 log = logging.getLogger("hindsight.ingest.kafka")
 
@@ -184,6 +186,10 @@ class _Ingestor:
         self.in_flight: deque[Future[BatchOutcome]] = deque()
         self.pipeline_broken = False
         self.mean_value_bytes = float(_ASSUMED_VALUE_BYTES)
+        layout = Layout(root)
+        self.compactors = [
+            Compactor(layout.table(n), layout.lock_file(n)) for n in ("predictions", "quarantine")
+        ]
         self.known_positions: dict[int, int] = {}
         """The table's position of each partition as far as we know: sent to Kafka for lag tools."""
         self.parsing = ThreadPoolExecutor(max_workers=_PARSERS, thread_name_prefix="hindsight-kafka-parse")
@@ -319,10 +325,13 @@ class _Ingestor:
         if self.pipeline_broken:
             raise StorageError("an earlier batch could not be committed; later batches were not committed")
         try:
-            return commit_parsed(self.root, self.names, parsing.result())
+            outcome = commit_parsed(self.root, self.names, parsing.result())
         except BaseException:
             self.pipeline_broken = True
             raise
+        for compactor in self.compactors:  # a batch is a commit with small files: merged now and then
+            compactor.maybe()
+        return outcome
 
     def _collect(self, *, block: bool, keep: int = 0) -> None:
         """Apply the outcomes of committed batches, oldest first; with `block`, wait until `keep` remain."""

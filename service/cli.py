@@ -205,6 +205,7 @@ def _attach_commands() -> None:
         "service.cli_serve",
         "service.cli_eval",
         "service.cli_export",
+        "service.cli_compact",
         "service.cli_demo",
     ):
         try:

@@ -81,6 +81,8 @@ def files_command(
     from ingest.summary import IngestSummary
     from service.cli import state_of
     from service.scheduler import run_every, stop_on_signals
+    from storage.compact import Compactor
+    from storage.layout import Layout
 
     if interval is not None and not follow:
         raise InputError("--interval sets the time between scans of --follow; give --follow too")
@@ -98,6 +100,11 @@ def files_command(
         if not follow:
             total = ingestor.run(paths, progress=bar)
         else:
+            layout = Layout(settings.root)
+            # each scan that finds lines is a commit with small files of its own: merged now and then
+            compactors = [
+                Compactor(layout.table(n), layout.lock_file(n)) for n in ("predictions", "quarantine")
+            ]
             with stop_on_signals() as stop:
 
                 def scan() -> None:
@@ -112,6 +119,8 @@ def files_command(
                     if summary.records or summary.quarantined or summary.lost_bytes:
                         log.info("scan: %s", summary.line())
                     total.add(summary)
+                    for compactor in compactors:
+                        compactor.maybe()
 
                 run_every(ingest.follow_interval, scan, stop)
     typer.echo(to_json(total.to_dict()) if fmt is SummaryFormat.json else total.line())

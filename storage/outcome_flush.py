@@ -27,6 +27,7 @@ import pyarrow.json as pa_json
 
 from service.errors import CommitConflict, HindsightError, StorageError
 from storage.commit import SourceBatch, commit_sources, committed_position, open_table
+from storage.compact import Compactor
 from storage.crashpoints import crash_point
 from storage.layout import Layout
 from storage.outcome_intake import DEFAULT_PENDING_BYTES, PENDING_COLUMNS, ROW_KEYS, IntakeLog
@@ -38,6 +39,7 @@ DEFAULT_BATCH_ROWS = 200_000
 STALL_INTERVALS = 30
 STALL_MIN_SECONDS = 60.0
 STOP_TIMEOUT_S = 30.0
+COMPACT_EVERY_S = 600.0
 _US_PER_DAY = 86_400_000_000
 
 
@@ -185,6 +187,7 @@ class Flusher:
         *,
         interval: float,
         on_flush: Callable[[FlushReport], None] | None = None,
+        compact_every: float = COMPACT_EVERY_S,
     ) -> None:
         self._intake = intake
         self._root = root
@@ -195,6 +198,8 @@ class Flusher:
         self._thread = threading.Thread(target=self._run, name="hindsight-outcome-flusher", daemon=True)
         self.last_error: str | None = None
         self._last_done = time.monotonic()
+        layout = Layout(root)
+        self._compactor = Compactor(layout.outcomes, layout.lock_file("outcomes"), every=compact_every)
 
     @property
     def alive(self) -> bool:
@@ -242,6 +247,8 @@ class Flusher:
                 report = flush_once(self._intake, self._root)
                 self._last_done = time.monotonic()
                 conflicts = 0
+                # each flush is a commit with small files of its own; a day of them is merged now and then
+                self._compactor.maybe()
                 if self._on_flush is not None and report.rows_written:
                     self._on_flush(report)
             except CommitConflict as exc:

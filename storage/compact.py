@@ -1,0 +1,149 @@
+"""Compaction: a day's many small Parquet files rewritten into few, every version kept for time travel.
+
+Each flush of the outcomes API, each scan of `ingest files --follow` and each Kafka batch is one Delta
+commit with its own small files; reads slow down with the file count (0.4 ms a file measured for
+`GET /v1/outcomes`). `compact_table` rewrites the days that have many small files, under the table's
+lock (writers on this host wait, readers never do: their snapshot's files stay on disk). Nothing is
+deleted: `vacuum_table` removes files no version younger than a retention needs, and only on request,
+since export manifests replay older versions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+from deltalake.exceptions import DeltaError
+
+from service.errors import InputError, StorageError
+from storage.commit import open_table, table_lock
+
+log = logging.getLogger("hindsight.compact")
+
+MIN_FILES = 32
+"""A day is compacted once it has this many small files."""
+TARGET_SIZE = 128 * 1024 * 1024
+"""The size compaction aims for; files of at least half of it count as compacted already."""
+MIN_VACUUM_RETENTION = dt.timedelta(hours=1)
+"""Files are never vacuumed sooner: a reader (a notebook, an export) may still be reading them."""
+
+
+@dataclass
+class CompactReport:
+    """What compacting one table did."""
+
+    table: str
+    days: list[str] = field(default_factory=list)
+    files_removed: int = 0
+    files_added: int = 0
+    version: int | None = None
+
+
+def small_file_days(path: Path, *, min_files: int = MIN_FILES, target_size: int = TARGET_SIZE) -> list[str]:
+    """The days (partition values) of the table at `path` that have at least `min_files` small files."""
+    table = open_table(path)
+    if table is None:
+        return []
+    try:
+        actions = pa.table(table.get_add_actions(flatten=True))
+    except (DeltaError, OSError) as exc:
+        raise StorageError(f"cannot list the files of Delta table {path}: {exc}") from exc
+    if "partition.day" not in actions.column_names:
+        return []
+    sizes = actions["size_bytes"].to_pylist()
+    days = actions["partition.day"].to_pylist()
+    counts = Counter(str(day) for day, size in zip(days, sizes, strict=True) if size < target_size // 2)
+    return sorted(day for day, count in counts.items() if count >= min_files)
+
+
+def compact_table(
+    path: Path, lock_path: Path, *, min_files: int = MIN_FILES, target_size: int = TARGET_SIZE
+) -> CompactReport:
+    """Rewrite the small files of each day that has at least `min_files` of them, one commit per day.
+
+    The rows, their order within a day, the source positions (application transactions) and every
+    older version stay as they were."""
+    if min_files < 2:
+        raise InputError(f"compaction needs at least 2 files a day to merge, not {min_files}")
+    report = CompactReport(table=path.name)
+    with table_lock(lock_path):
+        for day in small_file_days(path, min_files=min_files, target_size=target_size):
+            table = open_table(path)
+            if table is None:
+                break
+            try:
+                metrics = table.optimize.compact(
+                    partition_filters=[("day", "=", day)], target_size=target_size
+                )
+            except (DeltaError, OSError) as exc:
+                raise StorageError(f"cannot compact day {day} of Delta table {path}: {exc}") from exc
+            report.days.append(day)
+            report.files_removed += int(metrics.get("numFilesRemoved", 0))
+            report.files_added += int(metrics.get("numFilesAdded", 0))
+        table = open_table(path)
+        report.version = None if table is None else table.version()
+    if report.days:
+        log.info(
+            "compacted %s: %d files into %d over %d day(s)",
+            path.name,
+            report.files_removed,
+            report.files_added,
+            len(report.days),
+        )
+    return report
+
+
+def vacuum_table(path: Path, lock_path: Path, *, older_than: dt.timedelta) -> list[str]:
+    """Delete the files no version of the last `older_than` needs; returns their paths.
+
+    Versions older than that can no longer be read (nor export manifests that name them replayed)."""
+    if older_than < MIN_VACUUM_RETENTION:
+        raise InputError(
+            f"vacuum keeps at least {MIN_VACUUM_RETENTION} of versions (readers may still use their files), "
+            f"not {older_than}"
+        )
+    with table_lock(lock_path):
+        table = open_table(path)
+        if table is None:
+            return []
+        try:
+            return list(
+                table.vacuum(
+                    retention_hours=math.ceil(older_than.total_seconds() / 3600),
+                    dry_run=False,
+                    enforce_retention_duration=False,
+                )
+            )
+        except (DeltaError, OSError) as exc:
+            raise StorageError(f"cannot vacuum Delta table {path}: {exc}") from exc
+
+
+class Compactor:
+    """Compacts a table at most every `every` seconds, for long-running writers (the flusher, --follow,
+    Kafka); a failure is logged and retried next time, never fatal (the data is intact either way)."""
+
+    def __init__(self, path: Path, lock_path: Path, *, every: float = 600.0) -> None:
+        self.path = path
+        self.lock_path = lock_path
+        self.every = every
+        self._next = time.monotonic() + every
+
+    def maybe(self) -> CompactReport | None:
+        """Compact if `every` seconds passed since the last time; None when it was not time yet."""
+        now = time.monotonic()
+        if now < self._next:
+            return None
+        self._next = now + self.every
+        try:
+            return compact_table(self.path, self.lock_path)
+        except StorageError as exc:
+            log.warning(
+                "compaction of %s failed (retried in %.0f s): %s", self.path.name, self.every, exc.message
+            )
+            return None

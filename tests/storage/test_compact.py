@@ -1,0 +1,119 @@
+"""Compaction merges a day's small files and keeps rows, positions, older versions and readers' snapshots."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+import storage
+from service.errors import InputError
+from storage.commit import SourceBatch, commit_sources, committed_position, open_table
+from storage.compact import Compactor, compact_table, small_file_days, vacuum_table
+from storage.export import ExportRequest, export_labelled, manifest_path_for, read_manifest, replay_export
+from storage.layout import Layout
+from storage.policies import policies_from_config
+from storage.schemas import PREDICTIONS
+from tests.ingest.file_logs import run_cli
+from tests.storage.eval_factories import at, outcome, prediction, write_outcomes, write_predictions
+
+
+def _seed(root: Path, commits: int) -> None:
+    """`commits` commits of two predictions on 2026-01-01, and three on 2026-01-02."""
+    for i in range(commits):
+        write_predictions(root, [prediction(f"r{i}a", at(0, hours=i % 20)), prediction(f"r{i}b", at(0.5))])
+    for i in range(3):
+        write_predictions(root, [prediction(f"s{i}", at(1))])
+
+
+def _files(root: Path) -> int:
+    table = open_table(Layout(root).predictions)
+    assert table is not None
+    return len(table.file_uris())
+
+
+def _ids(con_root: Path) -> list[str]:
+    con = storage.connect(con_root)
+    rows = [r[0] for r in con.execute("SELECT record_id FROM predictions ORDER BY 1").fetchall()]
+    con.close()
+    return rows
+
+
+def test_a_day_with_many_small_files_is_merged_and_nothing_else_changes(tmp_path: Path) -> None:
+    _seed(tmp_path, commits=33)
+    layout = Layout(tmp_path)
+    row = pa.Table.from_pylist([{**prediction("p1", at(0)), "source_position": 6}], schema=PREDICTIONS)
+    commit_sources(
+        layout.predictions, layout.lock_file("predictions"), PREDICTIONS, [SourceBatch("probe", row, 7)]
+    )
+    before = DeltaTable(str(layout.predictions))
+    ids = _ids(tmp_path)
+    reader = storage.connect(tmp_path)  # a notebook with a snapshot taken before the compaction
+    assert small_file_days(layout.predictions) == ["2026-01-01"]
+    report = compact_table(layout.predictions, layout.lock_file("predictions"))
+    assert (report.days, report.files_removed, report.files_added) == (["2026-01-01"], 34, 1)
+    assert _files(tmp_path) == 1 + 3  # the other day had too few files to bother
+    assert _ids(tmp_path) == ids
+    assert committed_position(DeltaTable(str(layout.predictions)), "probe") == 7  # positions are kept
+    assert reader.execute("SELECT count(*) FROM predictions").fetchone() == (len(ids),)  # its files are kept
+    reader.close()
+    old = DeltaTable(str(layout.predictions), version=before.version())
+    assert old.to_pyarrow_table().num_rows == len(ids)  # time travel still works
+    assert compact_table(layout.predictions, layout.lock_file("predictions")).days == []  # nothing left to do
+
+
+def test_an_export_replays_byte_for_byte_after_a_compaction(tmp_path: Path) -> None:
+    _seed(tmp_path, commits=33)
+    write_outcomes(tmp_path, [outcome("o1", "OK", at(2), record_id="r1a")])
+    out = tmp_path / "train.parquet"
+    policies = policies_from_config([{"service_id": "fraud", "endpoint_id": "score"}])
+    request = ExportRequest(("fraud", "score"), as_of=at(60), label_states=("observed", "pending"))
+    export_labelled(tmp_path, out, request, policies=policies)
+    layout = Layout(tmp_path)
+    compact_table(layout.predictions, layout.lock_file("predictions"))
+    replay_export(read_manifest(manifest_path_for(out)), tmp_path / "again.parquet")
+    assert (tmp_path / "again.parquet").read_bytes() == out.read_bytes()
+    fresh = tmp_path / "fresh.parquet"
+    export_labelled(tmp_path, fresh, request, policies=policies)  # the compacted version: the same rows
+    assert fresh.read_bytes() == out.read_bytes()
+
+
+def test_vacuum_keeps_what_younger_versions_need_and_refuses_short_retentions(tmp_path: Path) -> None:
+    _seed(tmp_path, commits=33)
+    layout = Layout(tmp_path)
+    version = DeltaTable(str(layout.predictions)).version()
+    compact_table(layout.predictions, layout.lock_file("predictions"))
+    with pytest.raises(InputError, match="vacuum keeps at least 1:00:00 of versions"):
+        vacuum_table(layout.predictions, layout.lock_file("predictions"), older_than=dt.timedelta(minutes=5))
+    # the merged files were removed from the table a moment ago: a 1-hour retention still keeps them
+    assert (
+        vacuum_table(layout.predictions, layout.lock_file("predictions"), older_than=dt.timedelta(hours=1))
+        == []
+    )
+    assert DeltaTable(str(layout.predictions), version=version).to_pyarrow_table().num_rows == 69
+
+
+def test_a_compactor_runs_at_most_every_so_often(tmp_path: Path) -> None:
+    _seed(tmp_path, commits=33)
+    layout = Layout(tmp_path)
+    waiting = Compactor(layout.predictions, layout.lock_file("predictions"), every=3600)
+    assert waiting.maybe() is None  # not time yet
+    due = Compactor(layout.predictions, layout.lock_file("predictions"), every=0)
+    report = due.maybe()
+    assert report is not None and report.days == ["2026-01-01"]
+
+
+def test_compact_command_merges_every_table(tmp_path: Path) -> None:
+    _seed(tmp_path, commits=32)
+    done = run_cli(tmp_path, "compact", "--vacuum-older-than", "7d")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "predictions: 32 files merged into 1 over 1 day(s); 0 unneeded files deleted",
+        "quarantine: 0 files merged into 0 over 0 day(s); 0 unneeded files deleted",
+        "outcomes: 0 files merged into 0 over 0 day(s); 0 unneeded files deleted",
+    ]
+    bad = run_cli(tmp_path, "compact", "--vacuum-older-than", "soon")
+    assert bad.returncode == 2 and "--vacuum-older-than='soon' is not a duration" in bad.stderr
