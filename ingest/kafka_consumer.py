@@ -480,6 +480,14 @@ class _Ingestor:
         one kept. Inside (a leader change): read again from the same position.
         """
         partition, position = int(message.partition()), int(message.offset())
+        if position < 0:  # the error carried no offset: where this partition was being read
+            known = self.pending.ends().get(partition, self.known_positions.get(partition))
+            if known is None:
+                reason = message.error().str()
+                raise SourceError(
+                    f"the broker refused the read position of {self.source.topic}/{partition}: {reason}"
+                )
+            position = known
         tp = TopicPartition(self.source.topic, partition)
         low, high = self._watermarks(tp)
         action = out_of_range_action(position, low, high)

@@ -16,7 +16,8 @@
     │   ├── CommitConflict              a concurrent writer won; retry may help
     │   └── FencedWriter                another process now owns this source position
     ├── QueryError                      a SQL query failed (bad SQL from the user, 400)
-    └── NotReady                        the service cannot accept writes now (fail-stop, 503)
+    └── NotReady                        the service cannot accept writes now (503)
+        └── WritesStopped               fail-stop after a storage failure: only a restart helps (503)
 
 No module here imports anything of the project; every other package may import this one.
 """
@@ -146,3 +147,16 @@ class NotReady(HindsightError):
 
     status_code = 503
     retryable = True
+
+
+class WritesStopped(NotReady):
+    """The intake log stopped accepting writes after a storage failure (fail-stop): a restart is needed.
+
+    Clients see the type `NotReady` as before, without `Retry-After`: the header said to retry in a
+    second, which cannot help (review finding)."""
+
+    retryable = False
+
+    @property
+    def type_name(self) -> str:
+        return "NotReady"

@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from service.errors import IdempotencyConflict, NotReady, StorageError
+from service.errors import IdempotencyConflict, NotReady, StorageError, WritesStopped
 from storage.crashpoints import crash_point
 from storage.layout import writable_hint
 from storage.outcome_model import Outcome
@@ -281,7 +281,7 @@ class IntakeLog:
     def submit_callback(self, outcomes: Sequence[Outcome], key_id: str | None, done: Callback) -> None:
         """Queue outcomes; `done` gets the statuses (or the error) through `deliver` after the fsync."""
         if self._failure is not None:
-            raise NotReady(f"outcome intake stopped accepting writes: {self._failure}")
+            raise WritesStopped(f"outcome intake stopped accepting writes: {self._failure}")
         submission = _Submission(outcomes, key_id, done)
         if (
             self._call_soon is not None
@@ -468,7 +468,7 @@ class IntakeLog:
                 return
             group, stop = self._gather(first)
             if self._failure is not None:
-                refused = NotReady(f"outcome intake stopped accepting writes: {self._failure}")
+                refused = WritesStopped(f"outcome intake stopped accepting writes: {self._failure}")
                 self._deliver([(sub.done, refused) for sub in group])
                 continue
             with self._write_lock:  # the rollback of a failed group too, before another writer goes
@@ -505,7 +505,7 @@ class IntakeLog:
         if not group or con is None:
             return
         if self._failure is not None:
-            refused = NotReady(f"outcome intake stopped accepting writes: {self._failure}")
+            refused = WritesStopped(f"outcome intake stopped accepting writes: {self._failure}")
             _call_each([(sub.done, refused) for sub in group])
             return
         # The writer thread or the flusher's trim is writing: hand over instead of waiting on the loop.
@@ -560,7 +560,7 @@ class IntakeLog:
             latch = True
         if latch:
             self.fail(f"intake commit failed: {exc}")
-            error: BaseException = NotReady(f"outcomes were not stored, the intake log failed: {exc}")
+            error: BaseException = WritesStopped(f"outcomes were not stored, the intake log failed: {exc}")
         else:
             error = exc
         (deliver or self._deliver)([(sub.done, error) for sub in group])
