@@ -512,7 +512,7 @@ class _Ingestor:
             )
             self.summary.lost_to_retention += low - position
             resume = low
-        self.pending.drop_partitions({partition})  # messages gathered past a position we re-seek
+        # the messages gathered for this partition all lie before `position` (and `resume`): they stay
         self.consumer.seek(TopicPartition(tp.topic, partition, resume))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
