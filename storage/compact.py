@@ -14,7 +14,6 @@ import datetime as dt
 import logging
 import math
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,9 +26,11 @@ from storage.commit import open_table, table_lock
 log = logging.getLogger("hindsight.compact")
 
 MIN_FILES = 32
-"""A day is compacted once it has this many small files."""
+"""A day is compacted once it has this many files below its target size."""
 TARGET_SIZE = 128 * 1024 * 1024
-"""The size compaction aims for; files of at least half of it count as compacted already."""
+"""The file size compaction aims for in days that are over."""
+TODAY_TARGET = 8 * 1024 * 1024
+"""The file size aimed for in today's (and later) days, which still receive commits every few seconds."""
 MIN_VACUUM_RETENTION = dt.timedelta(hours=1)
 """Files are never vacuumed sooner: a reader (a notebook, an export) may still be reading them."""
 
@@ -45,8 +46,16 @@ class CompactReport:
     version: int | None = None
 
 
-def small_file_days(path: Path, *, min_files: int = MIN_FILES, target_size: int = TARGET_SIZE) -> list[str]:
-    """The days (partition values) of the table at `path` that have at least `min_files` small files."""
+def compaction_plan(
+    path: Path, *, min_files: int = MIN_FILES, today: dt.date | None = None
+) -> list[tuple[str, int]]:
+    """The days of the table at `path` worth compacting, each with its target size.
+
+    delta-rs rewrites every file of a day below the target, packed into bins up to it (a bin of one file
+    is left alone). A day still written to gets a small target (8 MiB), so each compaction rewrites at
+    most one partly filled 8 MiB file besides the new small ones; with 128 MiB the same day's data was
+    rewritten every 10 minutes (review finding). A day that is over gets 128 MiB: its 8 MiB files are
+    merged once more, and then it has too few files to be touched again."""
     table = open_table(path)
     if table is None:
         return []
@@ -56,16 +65,21 @@ def small_file_days(path: Path, *, min_files: int = MIN_FILES, target_size: int 
         raise StorageError(f"cannot list the files of Delta table {path}: {exc}") from exc
     if "partition.day" not in actions.column_names:
         return []
-    sizes = actions["size_bytes"].to_pylist()
-    days = actions["partition.day"].to_pylist()
-    counts = Counter(str(day) for day, size in zip(days, sizes, strict=True) if size < target_size // 2)
-    return sorted(day for day, count in counts.items() if count >= min_files)
+    current = today or dt.datetime.now(dt.UTC).date()
+    sizes_by_day: dict[dt.date, list[int]] = {}
+    days, sizes = actions["partition.day"].to_pylist(), actions["size_bytes"].to_pylist()
+    for day, size in zip(days, sizes, strict=True):
+        sizes_by_day.setdefault(day, []).append(int(size))
+    plan = []
+    for day, day_sizes in sorted(sizes_by_day.items(), key=lambda item: str(item[0])):
+        target = TODAY_TARGET if day is None or day >= current else TARGET_SIZE
+        if sum(1 for size in day_sizes if size < target) >= min_files:
+            plan.append((str(day), target))
+    return plan
 
 
-def compact_table(
-    path: Path, lock_path: Path, *, min_files: int = MIN_FILES, target_size: int = TARGET_SIZE
-) -> CompactReport:
-    """Rewrite the small files of each day that has at least `min_files` of them, one commit per day.
+def compact_table(path: Path, lock_path: Path, *, min_files: int = MIN_FILES) -> CompactReport:
+    """Compact each day of `compaction_plan`, one commit per day.
 
     The rows, their order within a day, the source positions (application transactions) and every
     older version stay as they were."""
@@ -73,14 +87,12 @@ def compact_table(
         raise InputError(f"compaction needs at least 2 files a day to merge, not {min_files}")
     report = CompactReport(table=path.name)
     with table_lock(lock_path):
-        for day in small_file_days(path, min_files=min_files, target_size=target_size):
+        for day, target in compaction_plan(path, min_files=min_files):
             table = open_table(path)
             if table is None:
                 break
             try:
-                metrics = table.optimize.compact(
-                    partition_filters=[("day", "=", day)], target_size=target_size
-                )
+                metrics = table.optimize.compact(partition_filters=[("day", "=", day)], target_size=target)
             except (DeltaError, OSError) as exc:
                 raise StorageError(f"cannot compact day {day} of Delta table {path}: {exc}") from exc
             report.days.append(day)
@@ -132,7 +144,7 @@ class Compactor:
         self.path = path
         self.lock_path = lock_path
         self.every = every
-        self._next = time.monotonic() + every
+        self._next = time.monotonic()  # the first call compacts: a process restarted often still does
 
     def maybe(self) -> CompactReport | None:
         """Compact if `every` seconds passed since the last time; None when it was not time yet."""
@@ -146,4 +158,8 @@ class Compactor:
             log.warning(
                 "compaction of %s failed (retried in %.0f s): %s", self.path.name, self.every, exc.message
             )
-            return None
+        except (
+            Exception
+        ) as exc:  # an untranslated delta-rs error: the caller's own commit is done, keep it so
+            log.warning("compaction of %s failed (retried in %.0f s): %r", self.path.name, self.every, exc)
+        return None

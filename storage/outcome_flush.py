@@ -158,8 +158,11 @@ def flush_once(
     report.position = position
     intake.forget_below(position)
     crash_point("outcomes.flush_trim")
+    # what is pending now, and no more: under steady traffic a flush that read "until nothing is pending"
+    # never returned, so neither the interval, nor the compaction, nor the stall watch saw it end
+    last = intake.last_pending_seq()
     while True:
-        rows = ndjson_to_arrow(intake.pending_ndjson(position, batch_rows, batch_bytes))
+        rows = pending_rows(intake, position, last, batch_rows, batch_bytes)
         if not rows.num_rows:
             intake.checkpoint()
             return report
@@ -175,6 +178,18 @@ def flush_once(
         position = result.positions.get(intake.app_id, end)
         report.position = position
         intake.forget_below(position)
+
+
+def pending_rows(
+    intake: IntakeLog, position: int, last: int | None, batch_rows: int, batch_bytes: int
+) -> pa.Table:
+    """The next batch of pending rows from `position` up to seq `last` included (none past it)."""
+    if last is None or position > last:
+        return pending_to_arrow([])
+    rows = ndjson_to_arrow(intake.pending_ndjson(position, batch_rows, batch_bytes))
+    if rows.num_rows and int(rows["intake_seq"][-1].as_py()) > last:
+        rows = rows.filter(pc.less_equal(rows["intake_seq"], pa.scalar(last, pa.int64())))
+    return rows
 
 
 class Flusher:

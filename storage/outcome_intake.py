@@ -240,7 +240,7 @@ class IntakeLog:
         self._read = connect_sqlite(path)
         # A WAL grown while the disk was full (or under a long backlog) is shrunk before anything is
         # written: freeing space and restarting used to meet the old WAL first (review finding)
-        self.checkpoint(truncate=True)
+        self._shrink_wal()
         if call_soon is not None:
             # The loop's own write connection never waits for SQLite's write lock (busy timeout 0):
             # when another process holds it (`outcomes import`), the group goes to the writer
@@ -378,16 +378,36 @@ class IntakeLog:
                 return -1
             return cursor.rowcount
 
-    def checkpoint(self, *, truncate: bool = False) -> None:
-        """Copy the WAL into the database file without blocking the writer (PASSIVE checkpoint); with
-        `truncate`, also shrink the WAL file to nothing (TRUNCATE: waits for writers; done at start).
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file without blocking the writer (PASSIVE checkpoint).
         Housekeeping as `forget_below`: a failure is logged, never fatal."""
-        mode = "TRUNCATE" if truncate else "PASSIVE"
         with self._read_lock:
             try:
-                self._read.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+                self._read.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except sqlite3.Error as exc:
                 log.warning("cannot checkpoint intake log %s (retried later): %s", self.path, exc)
+
+    def _shrink_wal(self) -> None:
+        """Shrink the WAL to nothing (TRUNCATE checkpoint) if nobody else uses the log now; never waits:
+        with the busy timeout, a reader of another process (the server, for an import) made opening the
+        log, and the server's acknowledgements, wait up to 30 s (review finding)."""
+        try:
+            con = connect_sqlite(self.path, timeout=0)
+        except StorageError:
+            return
+        try:
+            busy, _, _ = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:
+                log.debug("intake log %s in use: its WAL is not shrunk now", self.path)
+        except sqlite3.Error as exc:
+            log.debug("cannot shrink the WAL of intake log %s: %s", self.path, exc)
+        finally:
+            con.close()
+
+    def last_pending_seq(self) -> int | None:
+        """The highest pending seq, None when nothing is pending (a flush moves up to there, no further)."""
+        rows = self._query("SELECT max(seq) FROM pending", ())
+        return None if rows[0][0] is None else int(rows[0][0])
 
     def count_pending(self) -> int:
         rows = self._query("SELECT count(*) FROM pending", ())

@@ -10,9 +10,10 @@ import pytest
 from deltalake import DeltaTable
 
 import storage
-from service.errors import InputError
+from service.errors import InputError, StorageError
+from storage import compact
 from storage.commit import SourceBatch, commit_sources, committed_position, open_table
-from storage.compact import Compactor, compact_table, small_file_days, vacuum_table
+from storage.compact import TARGET_SIZE, TODAY_TARGET, Compactor, compact_table, compaction_plan, vacuum_table
 from storage.export import ExportRequest, export_labelled, manifest_path_for, read_manifest, replay_export
 from storage.layout import Layout
 from storage.policies import policies_from_config
@@ -52,7 +53,7 @@ def test_a_day_with_many_small_files_is_merged_and_nothing_else_changes(tmp_path
     before = DeltaTable(str(layout.predictions))
     ids = _ids(tmp_path)
     reader = storage.connect(tmp_path)  # a notebook with a snapshot taken before the compaction
-    assert small_file_days(layout.predictions) == ["2026-01-01"]
+    assert compaction_plan(layout.predictions) == [("2026-01-01", TARGET_SIZE)]
     report = compact_table(layout.predictions, layout.lock_file("predictions"))
     assert (report.days, report.files_removed, report.files_added) == (["2026-01-01"], 34, 1)
     assert _files(tmp_path) == 1 + 3  # the other day had too few files to bother
@@ -81,7 +82,9 @@ def test_an_export_replays_byte_for_byte_after_a_compaction(tmp_path: Path) -> N
     assert fresh.read_bytes() == out.read_bytes()
 
 
-def test_vacuum_keeps_what_younger_versions_need_and_refuses_short_retentions(tmp_path: Path) -> None:
+def test_vacuum_keeps_what_younger_versions_need_and_refuses_short_retentions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _seed(tmp_path, commits=33)
     layout = Layout(tmp_path)
     version = DeltaTable(str(layout.predictions)).version()
@@ -94,16 +97,33 @@ def test_vacuum_keeps_what_younger_versions_need_and_refuses_short_retentions(tm
         == []
     )
     assert DeltaTable(str(layout.predictions), version=version).to_pyarrow_table().num_rows == 69
+    # with no retention at all (allowed here only), the 33 merged files go and the old version with them
+    monkeypatch.setattr(compact, "MIN_VACUUM_RETENTION", dt.timedelta(0))
+    removed = vacuum_table(layout.predictions, layout.lock_file("predictions"), older_than=dt.timedelta(0))
+    assert len(removed) == 33
+    assert _ids(tmp_path) == sorted([f"r{i}{s}" for i in range(33) for s in "ab"] + ["s0", "s1", "s2"])
+    with pytest.raises(StorageError, match="needs 33 data file"):
+        storage.connect(tmp_path, versions={"predictions": version})
+
+
+def test_a_day_still_written_to_aims_at_smaller_files(tmp_path: Path) -> None:
+    _seed(tmp_path, commits=33)
+    layout = Layout(tmp_path)
+    assert compaction_plan(layout.predictions, today=dt.date(2026, 1, 1)) == [("2026-01-01", TODAY_TARGET)]
+    assert compaction_plan(layout.predictions, today=dt.date(2026, 1, 2)) == [("2026-01-01", TARGET_SIZE)]
+    assert compaction_plan(layout.predictions, min_files=3, today=dt.date(2026, 1, 2)) == [
+        ("2026-01-01", TARGET_SIZE),
+        ("2026-01-02", TODAY_TARGET),
+    ]
 
 
 def test_a_compactor_runs_at_most_every_so_often(tmp_path: Path) -> None:
     _seed(tmp_path, commits=33)
     layout = Layout(tmp_path)
-    waiting = Compactor(layout.predictions, layout.lock_file("predictions"), every=3600)
-    assert waiting.maybe() is None  # not time yet
-    due = Compactor(layout.predictions, layout.lock_file("predictions"), every=0)
-    report = due.maybe()
-    assert report is not None and report.days == ["2026-01-01"]
+    compactor = Compactor(layout.predictions, layout.lock_file("predictions"), every=3600)
+    first = compactor.maybe()  # at once: a process restarted more often than `every` still compacts
+    assert first is not None and first.days == ["2026-01-01"]
+    assert compactor.maybe() is None  # not time yet
 
 
 def test_compact_command_merges_every_table(tmp_path: Path) -> None:
