@@ -430,7 +430,11 @@ class _Ingestor:
                     tp.offset = committed
                     self.known_positions[tp.partition] = committed
             if fresh:
-                self.known_positions.update(commit_start(self.root, self.names, fresh))
+                # the positions in force: another writer may have committed the partition meanwhile
+                started = commit_start(self.root, self.names, fresh)
+                self.known_positions.update(started)
+                for tp in partitions:
+                    tp.offset = started.get(tp.partition, tp.offset)
             described = ", ".join(
                 f"{tp.partition}@{'start' if tp.offset == OFFSET_BEGINNING else tp.offset}"
                 for tp in partitions

@@ -418,7 +418,38 @@ def _feature_columns(con: duckdb.DuckDBPyConnection, source: str, params: list[A
             )
         taken[name.lower()] = name
         features.append(_Feature(name, kind if isinstance(kind, str) and kind in _SCALAR_TYPES else "JSON"))
+    _refuse_inexact_doubles(con, source, params, [f for f in features if f.kind == "DOUBLE"])
     return features
+
+
+def _refuse_inexact_doubles(
+    con: duckdb.DuckDBPyConnection, source: str, params: list[Any], doubles: list[_Feature]
+) -> None:
+    """An InputError when a DOUBLE feature holds an integer literal a double cannot hold exactly: an integer
+    of 2^64 or more (DuckDB's JSON reader types it DOUBLE: `12345678901234567890123` was exported as
+    1.2345678901234568e+22, silently; review finding), or one beyond 2^53 among other rows' decimals."""
+    if not doubles:
+        return
+    checks = []
+    for feature in doubles:
+        pointer = quote_literal("/" + feature.name.replace("~", "~0").replace("/", "~1"))
+        text = f"json_extract(features, {pointer})::VARCHAR"
+        exact = f"TRY_CAST({text} AS HUGEINT)"
+        rounded = f"TRY_CAST(CAST({text} AS DOUBLE) AS HUGEINT)"
+        checks.append(
+            f"""count(*) FILTER (WHERE NOT regexp_matches({text}, '[.eE]')
+                AND ({exact} IS NULL OR {rounded} IS DISTINCT FROM {exact}))"""
+        )
+    try:
+        row = con.execute(f"SELECT {', '.join(checks)} FROM {source}", params).fetchone()
+    except DUCKDB_FAILURES as exc:
+        raise QueryError(f"cannot read the features of the exported rows: {failure_text(exc)}") from exc
+    inexact = [f.name for f, count in zip(doubles, row or (), strict=True) if count]
+    if inexact:
+        raise InputError(
+            f"feature(s) {inexact} hold integers too large for a number column without rounding; export the "
+            "features with --features json"
+        )
 
 
 def _feature_expr(feature: _Feature, json_type: str) -> str:

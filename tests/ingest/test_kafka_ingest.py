@@ -522,3 +522,69 @@ def test_commits_fence_stale_writers_and_replays(tmp_path: Path) -> None:
 
     assert _customers(tmp_path) == sorted(f"C-{i}" for i in range(15) if i != 4)
     assert _table(tmp_path, "quarantine")["source_position"].to_pylist() == [4]
+
+
+class _RefusingBroker:
+    """The two calls `_out_of_range` makes of the consumer, answered as a broker whose partition now holds
+    offsets low..high-1. A stand-in, because tansu 0.6 never answers OFFSET_OUT_OF_RANGE."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low, self.high = low, high
+        self.seeks: list[tuple[int, int]] = []
+
+    def get_watermark_offsets(self, tp: TopicPartition, timeout: float, cached: bool) -> tuple[int, int]:
+        return self.low, self.high
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.partition, tp.offset))
+
+
+class _Refused:
+    def __init__(self, offset: int) -> None:
+        self._offset = offset
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def error(self) -> Any:
+        from confluent_kafka import KafkaError
+
+        return KafkaError(KafkaError._AUTO_OFFSET_RESET)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "refused_at", "seek", "lost"),
+    [
+        (0, 200, 110, 110, 0),  # a leader change: read again from the same place
+        (300, 400, 110, 300, 190),  # retention deleted 110-299 before they were read
+        (0, 200, -1001, 110, 0),  # no offset in the error: where the partition was being read
+    ],
+)
+def test_a_refused_position_keeps_what_was_gathered(
+    tmp_path: Path, low: int, high: int, refused_at: int, seek: int, lost: int
+) -> None:
+    from ingest.kafka_consumer import _Ingestor
+
+    source = KafkaSource(bootstrap="127.0.0.1:9", topic="t")
+    ingestor = _Ingestor(tmp_path, source, BatchRules(), threading.Event())
+    real = ingestor.consumer
+    broker = _RefusingBroker(low, high)
+    ingestor.consumer = broker  # type: ignore[assignment]
+    try:
+        ingestor.pending = PendingBatch(
+            values=[b"x"] * 10, partitions=[0] * 10, offsets=list(range(100, 110)), timestamps=[0] * 10
+        )
+        ingestor._out_of_range(_Refused(refused_at))
+        assert broker.seeks == [(0, seek)]
+        assert len(ingestor.pending) == 10  # offsets 100-109 were dropped and then skipped over
+        assert ingestor.summary.lost_to_retention == lost
+        broker.high = 50
+        with pytest.raises(SourceError, match="ends at offset 50, but the table has read it up to offset"):
+            ingestor._out_of_range(_Refused(110))
+    finally:
+        real.close()
+        ingestor.parsing.shutdown()
+        ingestor.committing.shutdown()

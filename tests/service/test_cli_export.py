@@ -112,3 +112,14 @@ def test_an_existing_file_needs_force(root: Path, tmp_path: Path) -> None:
     forced = run_cli(root, "export", str(out), "--endpoint", "fraud/score", "--force")
     assert forced.returncode == 0, forced.stderr
     assert out.read_bytes()[:4] == b"PAR1"
+
+
+@pytest.mark.parametrize("name", ["train.json", "train.csv.gz", "train"])
+def test_a_suffix_that_names_no_format_needs_format(root: Path, tmp_path: Path, name: str) -> None:
+    # these were written as Parquet under those names, silently
+    done = run_cli(root, "export", str(tmp_path / name), "--endpoint", "fraud/score")
+    assert done.returncode == 2 and "the suffix does not name a format" in done.stderr, done.stderr
+    assert not (tmp_path / name).exists()
+    forced = run_cli(root, "export", str(tmp_path / name), "--endpoint", "fraud/score", "--format", "jsonl")
+    assert forced.returncode == 0, forced.stderr
+    assert (tmp_path / name).read_text().startswith('{"record_id":')

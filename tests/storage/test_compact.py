@@ -137,3 +137,13 @@ def test_compact_command_merges_every_table(tmp_path: Path) -> None:
     ]
     bad = run_cli(tmp_path, "compact", "--vacuum-older-than", "soon")
     assert bad.returncode == 2 and "--vacuum-older-than='soon' is not a duration" in bad.stderr
+
+
+def test_compact_command_refuses_a_root_without_tables_and_a_short_retention_first(tmp_path: Path) -> None:
+    typo = run_cli(tmp_path / "typo", "compact")
+    assert typo.returncode == 2 and "no tables under" in typo.stderr
+    assert not (tmp_path / "typo").exists()  # lock files were created there
+    _seed(tmp_path, commits=32)
+    short = run_cli(tmp_path, "compact", "--vacuum-older-than", "5m")
+    assert short.returncode == 2 and "keeps at least 1:00:00" in short.stderr
+    assert _files(tmp_path) == 35  # nothing was compacted before the refusal

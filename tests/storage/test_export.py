@@ -296,6 +296,32 @@ def test_a_failed_export_leaves_the_previous_file_and_no_partial(tmp_path: Path)
 
 
 @pytest.mark.parametrize(
+    "values",
+    [
+        [12345678901234567890123, 7],  # typed DOUBLE by DuckDB: was 1.2345678901234568e+22, silently
+        [9007199254740993, 1.5],  # beyond 2^53 next to a decimal
+    ],
+)
+def test_integers_a_number_column_would_round_are_refused(tmp_path: Path, values: list[Any]) -> None:
+    write_predictions(tmp_path, [scored(f"r{i}", 0, f"t{i}", big=v) for i, v in enumerate(values)])
+    write_outcomes(tmp_path, [outcome(f"o{i}", "OK", at(1), key={TX: f"t{i}"}) for i in range(len(values))])
+    out = tmp_path / "t.parquet"
+    with pytest.raises(InputError, match=r"feature\(s\) \['big'\] hold integers too large .*--features json"):
+        export_labelled(tmp_path, out, ExportRequest(FRAUD, as_of=at(60)), policies=policies())
+    request = ExportRequest(FRAUD, as_of=at(60), features=FeatureLayout.json)
+    export_labelled(tmp_path, out, request, policies=policies())
+    assert [json.loads(r["features"])["big"] for r in read_rows(out)] == values
+
+
+def test_exact_doubles_and_integers_export_as_numbers(tmp_path: Path) -> None:
+    write_predictions(tmp_path, [scored("r0", 0, "t0", x=2**64), scored("r1", 0, "t1", x=0.25)])
+    write_outcomes(tmp_path, [outcome(f"o{i}", "OK", at(1), key={TX: f"t{i}"}) for i in range(2)])
+    out = tmp_path / "t.parquet"
+    export_labelled(tmp_path, out, ExportRequest(FRAUD, as_of=at(60)), policies=policies())
+    assert [r["x"] for r in read_rows(out)] == [float(2**64), 0.25]  # 2^64 is a double exactly
+
+
+@pytest.mark.parametrize(
     ("features", "message"),
     [
         ({"label": 1}, "the name 'label', as the column 'label'"),

@@ -378,3 +378,31 @@ def test_a_flusher_waiting_for_the_table_lock_shows_stalled_and_stop_gives_up(
             time.sleep(0.05)
         assert not flusher.alive and not flusher.stalled
     assert _ids(tmp_path) == ["a"]
+
+
+def test_a_flush_moves_what_was_pending_when_it_started_and_returns(tmp_path: Path) -> None:
+    import threading
+
+    _store(tmp_path, [f"p{i:02d}" for i in range(50)])
+    stop = threading.Event()
+
+    def keep_writing() -> None:  # steady traffic: the old loop chased it for as long as it lasted
+        n = 0
+        with open_intake(Layout(tmp_path).intake_db) as writer:
+            while not stop.wait(0.001) and n < 2000:
+                writer.append(
+                    parse_outcomes([{"outcome_id": f"w{n}", "record_id": "r", "value": 1}]), key_id="k"
+                )
+                n += 1
+
+    with open_intake(Layout(tmp_path).intake_db) as intake:
+        thread = threading.Thread(target=keep_writing)
+        thread.start()
+        try:
+            report = flush_once(intake, tmp_path, batch_rows=5)
+        finally:
+            stop.set()
+            thread.join()
+        assert report.rows_written == 50
+        assert report.commits == 10
+        assert intake.count_pending() > 0  # what came in meanwhile waits for the next flush
