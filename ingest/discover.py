@@ -99,11 +99,31 @@ def discover(paths: list[Path]) -> list[LogFile]:
         else:
             log = classify(given) or LogFile(path=given, base=given, rotation=(2, "", 0), gzipped=False)
             found.setdefault(given, log)
+            if log.live and log.base == given:
+                # A live log named alone brings its rotated files: the lines written between a scan and a
+                # rotation are only in `X.log.1` (or a dated or gzipped name) afterwards, and following
+                # `X.log` alone lost them (review finding).
+                for sibling in _rotated_siblings(given):
+                    found.setdefault(sibling.path, sibling)
     logs = [
         replace(log, gzipped=True) if not log.gzipped and _gzip_magic(log.path) else log
         for log in found.values()
     ]
     return sorted(logs, key=lambda f: (str(f.base), f.rotation, f.gzipped, str(f.path)))
+
+
+def _rotated_siblings(live: Path) -> list[LogFile]:
+    """The rotated files of the live log `live` in its folder (`X.log.1`, `X.log-20261125.gz`, ...)."""
+    try:
+        names = os.listdir(live.parent)
+    except OSError as exc:
+        raise SourceError(f"cannot read folder {live.parent}: {exc.strerror}") from exc
+    siblings = []
+    for name in names:
+        log = classify(live.parent / name)
+        if log is not None and log.base == live and log.path != live and log.path.is_file():
+            siblings.append(log)
+    return siblings
 
 
 def _gzip_magic(path: Path) -> bool:

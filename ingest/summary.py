@@ -24,11 +24,16 @@ class IngestSummary:
     truncations: int = 0
     commits: int = 0
     warnings: list[str] = field(default_factory=list)
+    read_ids: set[str] = field(default_factory=set)
+    """The files (by fingerprint) read from: --follow counts each once, not once per scan."""
 
     def add(self, other: IngestSummary) -> None:
         """Accumulate another scan (used by --follow)."""
-        for name in ("files_read", "bytes_read", "lines", "records", "skipped", "quarantined"):
+        for name in ("bytes_read", "lines", "records", "skipped", "quarantined"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        # distinct files: a file read by 14 scans was "102 read" of "14 files" (review finding)
+        self.read_ids |= other.read_ids
+        self.files_read = len(self.read_ids)
         for name in ("lost_bytes", "truncations", "commits"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.files = max(self.files, other.files)

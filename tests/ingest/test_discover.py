@@ -129,3 +129,13 @@ def test_a_path_that_is_not_a_file_or_folder_is_a_source_error(tmp_path: Path) -
     os.mkfifo(fifo)  # opening it to look for gzip's magic bytes waited forever
     with pytest.raises(SourceError, match="is not a regular file or a folder"):
         discover([fifo])
+
+
+def test_a_live_log_named_alone_brings_its_rotated_files(tmp_path: Path) -> None:
+    _touch(
+        tmp_path, "queries.log", "queries.log.1", "queries.log-20261125.gz", "other.log.1", "queries.log.tmp"
+    )
+    found = discover([tmp_path / "queries.log"])
+    assert _names(tmp_path, found) == ["queries.log-20261125.gz", "queries.log.1", "queries.log"]
+    rotated_alone = discover([tmp_path / "queries.log.1"])  # a rotated file named alone is just that file
+    assert _names(tmp_path, rotated_alone) == ["queries.log.1"]

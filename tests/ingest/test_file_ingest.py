@@ -571,3 +571,68 @@ def test_an_unreadable_file_waits_with_a_warning_and_the_others_are_read(
     monkeypatch.setattr(file_ingest, "identify", real)
     _ingest(root, logs)
     assert ids_in(root) == expected([*range(3), *range(100, 103)])
+
+
+def test_following_a_live_file_named_alone_reads_what_rotation_moved_away(tmp_path: Path) -> None:
+    # `ingest files .../queries.log`: the lines written between two scans and then rotated to
+    # queries.log.1 were never read (the named file was scanned alone)
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    _write(live, range(3))
+    _ingest(root, live)
+    _write(live, range(3, 8))
+    live.rename(logs / "queries.log.1")
+    _write(live, range(8, 10))
+    summary = _ingest(root, live)
+    assert ids_in(root) == expected(range(10))
+    assert (summary.records, summary.lost_bytes, summary.warnings) == (7, 0, [])
+
+
+def test_a_rotation_during_a_scan_is_not_reported_as_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    _write(live, range(3))
+    with live.open("ab") as fh:
+        fh.write(qline(3)[:40])  # a partial last line: seen, not read
+    _ingest(root, logs)
+    with live.open("ab") as fh:
+        fh.write(qline(3)[40:])
+    listed = file_ingest.discover
+
+    def list_then_rotate(paths: list[Path]) -> list[object]:
+        found = listed(paths)
+        if not (logs / "queries.log.1").exists():  # log4j rolls over between listing and reading
+            live.rename(logs / "queries.log.1")
+            live.touch()
+        return found  # type: ignore[return-value]
+
+    monkeypatch.setattr(file_ingest, "discover", list_then_rotate)
+    during = _ingest(root, logs)
+    monkeypatch.setattr(file_ingest, "discover", listed)
+    after = _ingest(root, logs)
+    assert (during.lost_bytes, during.warnings) == (0, [])  # was "disappeared with 40 bytes never read"
+    assert (after.lost_bytes, after.warnings) == (0, [])
+    assert ids_in(root) == expected(range(4))
+
+
+def test_an_idle_scan_leaves_the_catalog_alone_and_follow_counts_files_once(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    _write(logs / "queries.log", range(3))
+    ingestor = FileIngestor(root)
+    total = IngestSummary()
+    total.add(ingestor.run([logs]))
+    catalog = root / "state" / "files.json"
+    written = catalog.stat().st_mtime_ns
+    for i in range(3):
+        _write(logs / "queries.log", [10 + i])
+        total.add(ingestor.run([logs]))
+    idle = ingestor.run([logs])
+    total.add(idle)
+    assert (idle.commits, idle.records) == (0, 0)
+    assert catalog.stat().st_mtime_ns > written  # the scans that read moved it on ...
+    before_idle = catalog.stat().st_mtime_ns
+    ingestor.run([logs])
+    assert catalog.stat().st_mtime_ns == before_idle  # ... an idle one does not rewrite (and fsync) it
+    assert (total.files, total.files_read) == (1, 1)  # was "1 files (4 read, ...)"
