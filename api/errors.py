@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import AuthError, Forbidden, HindsightError
+from service.errors import AuthError, Forbidden, HindsightError, WritesStopped
 
 log = logging.getLogger("hindsight.api")
 
@@ -31,7 +31,17 @@ async def _hindsight_error(request: Request, exc: Exception) -> JSONResponse:
         headers["Retry-After"] = "1"
     if exc.status_code >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+    if isinstance(exc, WritesStopped):
+        # the cause (server paths, SQLite or delta-rs text) is for the operator's log and /readyz (read
+        # scope), not for every client with a write key (review finding)
+        return _shape(exc.status_code, exc.type_name, WRITES_STOPPED_MESSAGE, None, **headers)
     return _shape(exc.status_code, exc.type_name, exc.message, exc.details, **headers)
+
+
+WRITES_STOPPED_MESSAGE = (
+    "the server stopped accepting writes after a storage failure and needs an operator: the cause is in "
+    "its log and at /readyz; outcomes it acknowledged are safe"
+)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

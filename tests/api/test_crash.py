@@ -119,6 +119,9 @@ def test_failed_delta_commit_stops_writes_and_loses_nothing(tmp_path: Path) -> N
     assert refused.status_code == 503
     assert refused.json()["error"]["type"] == "NotReady"
     assert "Retry-After" not in refused.headers  # only a restart helps: "retry in 1 s" misled clients
+    # the cause names server paths and delta-rs text: for the log and /readyz, not for every client
+    assert str(root) not in refused.text and "needs an operator" in refused.json()["error"]["message"]
+    assert str(root) in not_ready.text  # /readyz (read scope) keeps the cause for operators
     srv.kill()
     table.unlink()
     shutil.move(tmp_path / "saved-table", table)
