@@ -636,3 +636,31 @@ def test_an_idle_scan_leaves_the_catalog_alone_and_follow_counts_files_once(tmp_
     ingestor.run([logs])
     assert catalog.stat().st_mtime_ns == before_idle  # ... an idle one does not rewrite (and fsync) it
     assert (total.files, total.files_read) == (1, 1)  # was "1 files (4 read, ...)"
+
+
+def test_positions_are_looked_up_once_per_table_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    for name, numbers in (("a", range(3)), ("b", range(10, 12)), ("c", range(20, 22))):
+        _write(logs / name / "queries.log", numbers)
+    follower = FileIngestor(root)
+    follower.run([logs])
+    lookups: list[str] = []
+    real = file_ingest.committed_position
+
+    def counted(table: object, app_id: str) -> int | None:
+        lookups.append(app_id)
+        return real(table, app_id)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(file_ingest, "committed_position", counted)
+    follower.run([logs])
+    first = len(lookups)
+    follower.run([logs])  # idle, same table version: two lookups per file each scan cost ~7 ms a file
+    assert len(lookups) == first
+    _write(logs / "a" / "queries.log", range(3, 5))
+    FileIngestor(root).run([logs])  # another follower commits: the table version moves on
+    again = follower.run([logs])
+    assert len(lookups) > first
+    assert (again.bytes_read, again.records) == (0, 0)  # it saw the other's position, not a stale one
+    assert ids_in(root) == expected([0, 1, 2, 3, 4, 10, 11, 20, 21])
