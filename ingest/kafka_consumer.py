@@ -90,6 +90,8 @@ class KafkaIngestSummary:
     tombstones: int = 0
     duplicates_dropped: int = 0
     partitions: set[int] = field(default_factory=set)
+    """Partitions assigned during the run, also those with nothing new (they were counted only once they
+    had messages: "0 partitions" beside a known position)."""
     commits: int = 0
     fenced: int = 0
     seconds: float = 0.0
@@ -448,6 +450,7 @@ class _Ingestor:
         else:
             consumer.assign(partitions)
         self.assigned.update(tp.partition for tp in partitions)
+        self.summary.partitions.update(tp.partition for tp in partitions)  # also those with nothing new
         self.joined = True
         self.last_activity = time.monotonic()
 

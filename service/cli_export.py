@@ -150,6 +150,8 @@ def _choice(value: str, flag: str, allowed: list[str]) -> str:
 
 
 def _summary(rows: int, out: Path, manifest: dict[str, object]) -> str:
+    from storage.export import manifest_path_for
+
     request = manifest["request"]
     tables = manifest["tables"]
     assert isinstance(request, dict) and isinstance(tables, dict)
@@ -159,7 +161,7 @@ def _summary(rows: int, out: Path, manifest: dict[str, object]) -> str:
     return (
         f"wrote {rows} rows to {out} ({request['endpoint']} {request['outcome_type']}, labels "
         f"{'/'.join(request['label_states'])} as of {request['as_of']}; read {versions}); "
-        f"manifest {out.name}.manifest.json"
+        f"manifest {manifest_path_for(out)}"
     )
 
 

@@ -258,12 +258,12 @@ def replay_export(
         overwrite=overwrite,
         replay_of=manifest.path,
     )
-    if result.manifest["sha256"] != manifest.sha256:
+    if result.manifest["sha256"] != manifest.sha256 or result.rows != manifest.rows:
         then, now = manifest.raw.get("software", {}), result.manifest["software"]
         raise QueryError(
             f"the replayed export {out} differs from the original: {result.rows} rows (original "
             f"{manifest.rows}), sha256 {result.manifest['sha256'][:12]}… (original {manifest.sha256[:12]}…); "
-            f"software then {then}, now {now}",
+            f"software then {then}, now {now}; the new file and its manifest are kept for inspection",
             details={"rows": result.rows, "original_rows": manifest.rows},
         )
     return result

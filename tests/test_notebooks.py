@@ -67,3 +67,14 @@ def test_evaluate_notebook_runs(
     train = namespace["train"]
     assert len(train) == 10  # 5 observed labels, 5 implicit ones (mature long ago)
     assert sorted(train["label_state"].value_counts().items()) == [("implicit", 5), ("observed", 5)]
+
+
+def test_the_notebook_says_when_its_root_holds_no_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Jupyter runs in notebooks/: HINDSIGHT_ROOT=./demo-data pointed at notebooks/demo-data, every view came
+    # back empty and the export cell failed with an IndexError
+    monkeypatch.setenv("HINDSIGHT_ROOT", str(tmp_path / "demo-data"))
+    first = _code_cells(NOTEBOOKS / "evaluate.ipynb")[0]
+    with pytest.raises(FileNotFoundError, match=r"no hindsight tables under .*absolute path"):
+        exec(compile(first, "evaluate.ipynb", "exec"), {"__name__": "__notebook__"})

@@ -231,6 +231,7 @@ def test_a_run_that_moves_nothing_reports_every_known_position(kafka_broker: Bro
     _run(tmp_path, _source(kafka_broker, topic))
     again = _run(tmp_path, _source(kafka_broker, topic))
     assert (again.messages, again.positions) == (0, {0: 2, 1: 2})  # was {}: only this run's commits
+    assert again.partitions == {0, 1}  # was "0 partitions": only those that had messages
 
 
 def test_latest_starts_at_the_end_once_and_resumes_there(kafka_broker: Broker, tmp_path: Path) -> None:

@@ -219,6 +219,19 @@ def test_a_manifest_naming_a_version_not_yet_written_is_refused(tmp_path: Path) 
         replay_export(read_manifest(edited), tmp_path / "again.parquet")
 
 
+def test_a_replay_with_other_rows_than_recorded_is_an_error_and_keeps_the_file(tmp_path: Path) -> None:
+    seed(tmp_path)
+    out = tmp_path / "train.parquet"
+    export_labelled(tmp_path, out, ExportRequest(FRAUD, as_of=at(60)), policies=policies())
+    manifest = json.loads(manifest_path_for(out).read_text())
+    manifest["rows"] = 2  # the same bytes, another count: only the SHA-256 was compared
+    edited = tmp_path / "edited.manifest.json"
+    edited.write_text(json.dumps(manifest))
+    with pytest.raises(QueryError, match=r"3 rows \(original 2\).*kept for inspection"):
+        replay_export(read_manifest(edited), tmp_path / "again.parquet")
+    assert (tmp_path / "again.parquet").read_bytes() == out.read_bytes()
+
+
 def test_a_replay_that_differs_is_an_error(tmp_path: Path) -> None:
     seed(tmp_path)
     out = tmp_path / "train.parquet"
