@@ -2,11 +2,13 @@
 
 Protocol (each step named for crash tests):
 1. read the committed position `p` of `intake:<uuid>` from the Delta table (the truth after a crash);
-2. `outcomes.flush_trim` delete pending rows below `p` (already in Delta);
-3. read up to `batch_rows` pending rows with seq >= p, in seq order;
+2. `outcomes.flush_trim` delete pending rows below `p` (already in Delta; housekeeping, never fatal);
+3. read up to `batch_rows` pending rows (and about `batch_bytes` of them) with seq >= p, in seq order,
+   none past the highest seq pending when the flush started;
 4. `outcomes.flush_before_commit` commit them with position `last_seq + 1` via `commit_sources`,
    which drops rows below the committed position (a replay after a crash adds nothing);
 5. `outcomes.flush_after_commit` delete the flushed pending rows; outcome_ids stay for idempotency;
+   steps 3-5 repeat until the rows pending at the start are moved;
 6. checkpoint the intake WAL (the writer never does, to keep that work off acknowledgements).
 """
 
