@@ -202,6 +202,7 @@ class FileIngestor:
         plan, pending_stats = self._identify(logs, table, summary)
         catalog_path = self.layout.state / "files.json"
         hints = load_catalog(catalog_path)
+        loaded = dict(hints)  # hints are replaced or deleted below, never changed in place
         self._account_losses(plan, pending_stats, hints, given, table, summary, listed=logs)
         plan = _unique_sources(plan, summary)
         progress.start(sum(_remaining(item) for item in plan))
@@ -242,7 +243,7 @@ class FileIngestor:
                 position=item.position if committed is None else max(committed, item.position),
                 truncated_to=item.truncated_to,
             )
-        if hints != load_catalog(catalog_path):  # unchanged (an idle scan): no write, no fsync
+        if hints != loaded:  # unchanged (an idle scan): no write, no fsync
             save_catalog(catalog_path, hints)
         return summary
 

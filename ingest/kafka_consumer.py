@@ -42,7 +42,6 @@ from ingest.kafka_reach import Backoff, probe, unavailable, wait_for_topic
 from ingest.parser import LineParser
 from service.errors import ConfigError, SourceError, StorageError
 from storage.compact import Compactor
-from storage.layout import Layout
 
 log = logging.getLogger("hindsight.ingest.kafka")
 
@@ -188,10 +187,7 @@ class _Ingestor:
         self.in_flight: deque[Future[BatchOutcome]] = deque()
         self.pipeline_broken = False
         self.mean_value_bytes = float(_ASSUMED_VALUE_BYTES)
-        layout = Layout(root)
-        self.compactors = [
-            Compactor(layout.table(n), layout.lock_file(n)) for n in ("predictions", "quarantine")
-        ]
+        self.compactors = [Compactor.of(root, n) for n in ("predictions", "quarantine")]
         self.known_positions: dict[int, int] = {}
         """The table's position of each partition as far as we know: sent to Kafka for lag tools."""
         self.parsing = ThreadPoolExecutor(max_workers=_PARSERS, thread_name_prefix="hindsight-kafka-parse")

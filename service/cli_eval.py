@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from service.cli_options import AsOfOption, DayFromOption, DayToOption
 from service.errors import InputError
 from service.render import OutputFormat, render_rows, to_json
 
@@ -18,15 +19,9 @@ def eval_command(
     by: Annotated[
         str, typer.Option("--by", help="Cohorts: day, week (ISO, from Monday), generation or none.")
     ] = "day",
-    as_of: Annotated[
-        str | None, typer.Option("--as-of", help="Labels as known at this time (ISO 8601; default now).")
-    ] = None,
-    date_from: Annotated[
-        str | None, typer.Option("--from", help="First prediction day (YYYY-MM-DD).")
-    ] = None,
-    date_to: Annotated[
-        str | None, typer.Option("--to", help="Last prediction day (YYYY-MM-DD), included.")
-    ] = None,
+    as_of: AsOfOption = None,
+    date_from: DayFromOption = None,
+    date_to: DayToOption = None,
     fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.table,
 ) -> None:
     """Compute model metrics from predictions joined to outcomes under the declared policies.

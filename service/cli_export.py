@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from service.cli_options import AsOfOption, DayFromOption, DayToOption
 from service.errors import InputError
 
 _SUFFIX_FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -22,15 +23,9 @@ def export_command(
         str | None,
         typer.Option("--outcome-type", help="Whose labels (needed when the endpoint has several policies)."),
     ] = None,
-    as_of: Annotated[
-        str | None, typer.Option("--as-of", help="Labels as known at this time (ISO 8601; default now).")
-    ] = None,
-    date_from: Annotated[
-        str | None, typer.Option("--from", help="First prediction day (YYYY-MM-DD).")
-    ] = None,
-    date_to: Annotated[
-        str | None, typer.Option("--to", help="Last prediction day (YYYY-MM-DD), included.")
-    ] = None,
+    as_of: AsOfOption = None,
+    date_from: DayFromOption = None,
+    date_to: DayToOption = None,
     label_state: Annotated[
         str | None,
         typer.Option(

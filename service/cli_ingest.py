@@ -82,7 +82,6 @@ def files_command(
     from service.cli import state_of
     from service.scheduler import run_every, stop_on_signals
     from storage.compact import Compactor
-    from storage.layout import Layout
 
     if interval is not None and not follow:
         raise InputError("--interval sets the time between scans of --follow; give --follow too")
@@ -100,11 +99,8 @@ def files_command(
         if not follow:
             total = ingestor.run(paths, progress=bar)
         else:
-            layout = Layout(settings.root)
             # each scan that finds lines is a commit with small files of its own: merged now and then
-            compactors = [
-                Compactor(layout.table(n), layout.lock_file(n)) for n in ("predictions", "quarantine")
-            ]
+            compactors = [Compactor.of(settings.root, n) for n in ("predictions", "quarantine")]
             with stop_on_signals() as stop:
 
                 def scan() -> None:

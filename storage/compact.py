@@ -22,6 +22,7 @@ from deltalake.exceptions import DeltaError
 
 from service.errors import InputError, StorageError
 from storage.commit import open_table, table_lock
+from storage.layout import Layout
 
 log = logging.getLogger("hindsight.compact")
 
@@ -145,6 +146,12 @@ class Compactor:
         self.lock_path = lock_path
         self.every = every
         self._next = time.monotonic()  # the first call compacts: a process restarted often still does
+
+    @classmethod
+    def of(cls, root: Path, table_name: str, *, every: float = 600.0) -> Compactor:
+        """The compactor of table `table_name` under `root` (its folder and its lock file)."""
+        layout = Layout(root)
+        return cls(layout.table(table_name), layout.lock_file(table_name), every=every)
 
     def maybe(self) -> CompactReport | None:
         """Compact if `every` seconds passed since the last time; None when it was not time yet."""

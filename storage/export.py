@@ -27,7 +27,7 @@ from service.errors import ConfigError, InputError, QueryError, StorageError
 from storage.commit import open_table
 from storage.label_sql import EXPORT_MACRO, WON_TABLE, labelled_export_macro
 from storage.layout import Layout
-from storage.metrics import FUTURE_TOLERANCE, check_known_endpoint
+from storage.metrics import check_days, check_known_endpoint, checked_as_of
 from storage.policies import DEFAULT_OUTCOME_TYPE, Policy, policies_from_config, policy_to_mapping
 from storage.views import DUCKDB_FAILURES, connect, failure_text, quote_ident, quote_literal
 
@@ -282,19 +282,11 @@ def _check_request(request: ExportRequest) -> None:
     if not request.label_states or any(s not in LABEL_STATES for s in request.label_states):
         given = ", ".join(request.label_states) or "none"
         raise InputError(f"label states must be some of {', '.join(LABEL_STATES)}; got {given}")
-    if request.date_from and request.date_to and request.date_from > request.date_to:
-        raise InputError(
-            f"the from date {request.date_from} is after the to date {request.date_to}: no day can match"
-        )
+    check_days(request.date_from, request.date_to)
     if request.as_of is not None:
         if request.as_of.tzinfo is None:
             raise InputError("the as-of time needs a time zone")
-        now = dt.datetime.now(dt.UTC)
-        if request.as_of > now + FUTURE_TOLERANCE:
-            raise InputError(
-                f"as-of time {request.as_of.isoformat()} is in the future (now is "
-                f"{now.isoformat(timespec='seconds')}): labels cannot be known then"
-            )
+        checked_as_of(request.as_of)
 
 
 def _check_targets(out: Path, manifest_path: Path, *, overwrite: bool) -> None:
@@ -432,7 +424,7 @@ def _refuse_inexact_doubles(
         return
     checks = []
     for feature in doubles:
-        pointer = quote_literal("/" + feature.name.replace("~", "~0").replace("/", "~1"))
+        pointer = _pointer(feature)
         text = f"json_extract(features, {pointer})::VARCHAR"
         exact = f"TRY_CAST({text} AS HUGEINT)"
         rounded = f"TRY_CAST(CAST({text} AS DOUBLE) AS HUGEINT)"
@@ -452,8 +444,13 @@ def _refuse_inexact_doubles(
         )
 
 
+def _pointer(feature: _Feature) -> str:
+    """The SQL literal of the feature's RFC 6901 pointer in `features` (`~` and `/` escaped)."""
+    return quote_literal("/" + feature.name.replace("~", "~0").replace("/", "~1"))
+
+
 def _feature_expr(feature: _Feature, json_type: str) -> str:
-    pointer = quote_literal("/" + feature.name.replace("~", "~0").replace("/", "~1"))
+    pointer = _pointer(feature)
     if feature.kind == "VARCHAR":
         value = f"json_extract_string(features, {pointer})"
     elif feature.kind == "JSON":

@@ -148,6 +148,26 @@ FUTURE_TOLERANCE = dt.timedelta(minutes=1)
 """How far ahead of this machine's clock an as-of time may be (clock skew between a client and us)."""
 
 
+def check_days(date_from: dt.date | None, date_to: dt.date | None) -> None:
+    """An InputError when the from day comes after the to day (no day could match)."""
+    if date_from and date_to and date_from > date_to:
+        raise InputError(f"the from date {date_from} is after the to date {date_to}: no day can match")
+
+
+def checked_as_of(as_of: dt.datetime) -> dt.datetime:
+    """`as_of` in UTC (naive means UTC); an InputError when it is beyond FUTURE_TOLERANCE from now: maturity
+    would be judged at a time not yet reached, predictions still waiting for their outcome would get their
+    implicit label, and a cohort would look fully labelled."""
+    value = _utc(as_of)
+    now = dt.datetime.now(dt.UTC)
+    if value > now + FUTURE_TOLERANCE:
+        raise InputError(
+            f"as-of time {value.isoformat()} is in the future (now is "
+            f"{now.isoformat(timespec='seconds')}): labels cannot be known then"
+        )
+    return value
+
+
 def evaluate(
     root: Path | str, query: MetricsQuery, *, policies: Sequence[Policy] | None = None
 ) -> list[dict[str, Any]]:
@@ -161,21 +181,9 @@ def evaluate(
 
 def compute_metrics(con: duckdb.DuckDBPyConnection, query: MetricsQuery) -> list[dict[str, Any]]:
     """One dict per endpoint, outcome_type and cohort (see COMMON_COLUMNS and TASK_COLUMNS), sorted."""
-    if query.date_from and query.date_to and query.date_from > query.date_to:
-        raise InputError(
-            f"the from date {query.date_from} is after the to date {query.date_to}: no day can match"
-        )
+    check_days(query.date_from, query.date_to)
     if query.as_of is not None:
-        as_of = _utc(query.as_of)
-        query = replace(query, as_of=as_of)
-        now = dt.datetime.now(dt.UTC)
-        if as_of > now + FUTURE_TOLERANCE:
-            # maturity would be judged at a time not yet reached: predictions still waiting for their
-            # outcome would get their implicit label, and a cohort would look fully labelled
-            raise InputError(
-                f"as-of time {as_of.isoformat()} is in the future (now is "
-                f"{now.isoformat(timespec='seconds')}): labels cannot be known then"
-            )
+        query = replace(query, as_of=checked_as_of(query.as_of))
     if not 0 <= query.immature_threshold <= 1:
         raise InputError(f"immature_threshold must be within [0, 1], got {query.immature_threshold}")
     try:

@@ -164,7 +164,10 @@ def flush_once(
     # never returned, so neither the interval, nor the compaction, nor the stall watch saw it end
     last = intake.last_pending_seq()
     while True:
-        rows = pending_rows(intake, position, last, batch_rows, batch_bytes)
+        pending = (
+            b"" if last is None else intake.pending_ndjson(position, batch_rows, batch_bytes, through=last)
+        )
+        rows = ndjson_to_arrow(pending)
         if not rows.num_rows:
             intake.checkpoint()
             return report
@@ -180,18 +183,6 @@ def flush_once(
         position = result.positions.get(intake.app_id, end)
         report.position = position
         intake.forget_below(position)
-
-
-def pending_rows(
-    intake: IntakeLog, position: int, last: int | None, batch_rows: int, batch_bytes: int
-) -> pa.Table:
-    """The next batch of pending rows from `position` up to seq `last` included (none past it)."""
-    if last is None or position > last:
-        return pending_to_arrow([])
-    rows = ndjson_to_arrow(intake.pending_ndjson(position, batch_rows, batch_bytes))
-    if rows.num_rows and int(rows["intake_seq"][-1].as_py()) > last:
-        rows = rows.filter(pc.less_equal(rows["intake_seq"], pa.scalar(last, pa.int64())))
-    return rows
 
 
 class Flusher:
@@ -215,8 +206,7 @@ class Flusher:
         self._thread = threading.Thread(target=self._run, name="hindsight-outcome-flusher", daemon=True)
         self.last_error: str | None = None
         self._last_done = time.monotonic()
-        layout = Layout(root)
-        self._compactor = Compactor(layout.outcomes, layout.lock_file("outcomes"), every=compact_every)
+        self._compactor = Compactor.of(root, "outcomes", every=compact_every)
 
     @property
     def alive(self) -> bool:

@@ -111,6 +111,7 @@ _MIGRATE_FROM_1 = (
     "ALTER TABLE pending ADD COLUMN key TEXT AS (json_extract(row, '$.k')) VIRTUAL",
 )
 BUSY_TIMEOUT_S = 30.0
+_MAX_SEQ = 2**63 - 1
 DEFAULT_PENDING_BYTES = 64 * 1024 * 1024
 """Most row bytes the flusher reads from the intake log at once (see `pending_ndjson`)."""
 INLINE_ITERATIONS = 5
@@ -332,9 +333,11 @@ class IntakeLog:
             pending.sort(key=lambda row: int(row[0]))
         return pending
 
-    def pending_ndjson(self, from_seq: int, limit: int, max_bytes: int = DEFAULT_PENDING_BYTES) -> bytes:
-        """Up to `limit` pending rows with seq >= from_seq as NDJSON objects (keys: `seq` and ROW_KEYS),
-        and no more rows than fit `max_bytes` (always at least one).
+    def pending_ndjson(
+        self, from_seq: int, limit: int, max_bytes: int = DEFAULT_PENDING_BYTES, *, through: int | None = None
+    ) -> bytes:
+        """Up to `limit` pending rows with from_seq <= seq <= through as NDJSON objects (keys: `seq` and
+        ROW_KEYS), and no more rows than fit `max_bytes` (always at least one).
 
         Each line is the row's object as stored with `"seq":<seq>,` put in front: SQLite only joins
         texts (in C, without the GIL; rendering each row with 13 `row->n` lookups cost ~4 us a row),
@@ -346,10 +349,11 @@ class IntakeLog:
         sql = (
             "SELECT group_concat('{\"seq\":' || seq || ',' || substr(row, 2), char(10)) FROM "
             "(SELECT seq, row, sum(length(row)) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS upto "
-            " FROM (SELECT seq, row FROM pending WHERE seq >= ? ORDER BY seq LIMIT ?)) "
+            " FROM (SELECT seq, row FROM pending WHERE seq BETWEEN ? AND ? ORDER BY seq LIMIT ?)) "
             "WHERE upto - length(row) < ?"
         )
-        [(text,)] = self._query(sql, (from_seq, limit, max_bytes))
+        last = _MAX_SEQ if through is None else through
+        [(text,)] = self._query(sql, (from_seq, last, limit, max_bytes))
         return b"" if text is None else str(text).encode()
 
     def pending_matching(self, *, record_id: str | None, keys: Sequence[str]) -> list[tuple[Any, ...]]:

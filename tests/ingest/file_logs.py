@@ -44,13 +44,15 @@ def quarantine_rows(root: Path) -> list[tuple[str, int, str, int]]:
 
 
 def run_cli(
-    root: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    root: Path | None, *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m service --root ROOT ARGS...` in a subprocess, as a user would run it."""
+    """`python -m service --root ROOT ARGS...` in a subprocess, as a user would run it (root None: no
+    `--root` and no HINDSIGHT_ROOT)."""
     full_env = {**os.environ, **(env or {})}
     full_env.pop("HINDSIGHT_ROOT", None)
+    given = [] if root is None else ["--root", str(root)]
     return subprocess.run(
-        [sys.executable, "-m", "service", "--root", str(root), *args],
+        [sys.executable, "-m", "service", *given, *args],
         cwd=REPO,
         env=full_env,
         capture_output=True,

@@ -37,7 +37,9 @@ pytestmark = pytest.mark.kafka
 KEPT = ["record_id", "ts", "day", "service_id", "endpoint_id", "generation", "msg_type", "features"]
 
 
-def _source(broker: Broker, topic: str, group: str | None = None, **options: Any) -> KafkaSource:
+def _source(
+    broker: Broker, topic: str, group: str | None = None, *, epoch: int = 0, **options: Any
+) -> KafkaSource:
     return KafkaSource(
         bootstrap=broker.bootstrap,
         topic=topic,
@@ -45,6 +47,7 @@ def _source(broker: Broker, topic: str, group: str | None = None, **options: Any
         session_timeout_ms=FAST_GROUP_SETTINGS["session_timeout_ms"],
         heartbeat_interval_ms=FAST_GROUP_SETTINGS["heartbeat_interval_ms"],
         options=options,
+        epoch=epoch,
     )
 
 
@@ -254,15 +257,8 @@ def test_a_new_source_epoch_reads_the_topic_afresh_under_positions_of_its_own(
     topic = create_topic(kafka_broker.bootstrap, unique_topic("epoch"), partitions=1)
     produce(kafka_broker.bootstrap, topic, [_customer_line(i) for i in range(3)], partition=0)
     _run(tmp_path, _source(kafka_broker, topic))
-    again = KafkaSource(
-        bootstrap=kafka_broker.bootstrap,
-        topic=topic,
-        group=f"g-{topic}",
-        session_timeout_ms=FAST_GROUP_SETTINGS["session_timeout_ms"],
-        heartbeat_interval_ms=FAST_GROUP_SETTINGS["heartbeat_interval_ms"],
-        epoch=1,
-    )
-    assert _run(tmp_path, again).records == 3  # epoch 1 has no position yet: read from the start
+    # epoch 1 has no position yet: read from the start
+    assert _run(tmp_path, _source(kafka_broker, topic, epoch=1)).records == 3
     table = open_table(Layout(tmp_path).predictions)
     assert (
         committed_position(table, f"kafka:{topic}:0") == committed_position(table, f"kafka:{topic}@1:0") == 3
@@ -294,15 +290,7 @@ def test_a_position_past_the_partition_end_stops_and_a_new_epoch_reads_afresh(
     with pytest.raises(SourceError, match=r"ends at offset 3, but the table has read it up to offset 50"):
         _run(tmp_path, _source(kafka_broker, topic))
     assert _customers(tmp_path) == ["C-100"]  # nothing skipped, nothing written
-    source = KafkaSource(
-        bootstrap=kafka_broker.bootstrap,
-        topic=topic,
-        group=f"g-{topic}",
-        session_timeout_ms=FAST_GROUP_SETTINGS["session_timeout_ms"],
-        heartbeat_interval_ms=FAST_GROUP_SETTINGS["heartbeat_interval_ms"],
-        epoch=1,
-    )
-    summary = _run(tmp_path, source)
+    summary = _run(tmp_path, _source(kafka_broker, topic, epoch=1))
     assert summary.records == 3
     assert _customers(tmp_path) == ["C-0", "C-1", "C-100", "C-2"]
     table = open_table(Layout(tmp_path).predictions)

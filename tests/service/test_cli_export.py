@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -53,24 +50,7 @@ def test_export_writes_the_file_and_a_replay_gives_it_again(root: Path, tmp_path
     assert (manifest["format"], manifest["tables"]) == ("csv", {"predictions": 0, "outcomes": 0})
     write_outcomes(root, [outcome("o2", "OK", at(3), key={TX: "t2"})])  # r2 labelled from now on
     # no --root: the replay reads the root the manifest names
-    env = {k: v for k, v in os.environ.items() if k != "HINDSIGHT_ROOT"}
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "export",
-            str(tmp_path / "again.csv"),
-            "--replay",
-            str(out) + ".manifest.json",
-        ],
-        cwd=Path(__file__).resolve().parents[2],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    again = run_cli(None, "export", str(tmp_path / "again.csv"), "--replay", str(out) + ".manifest.json")
     assert again.returncode == 0, again.stderr
     assert again.stdout.rstrip().endswith(f"identical to {out}.manifest.json")
     assert (tmp_path / "again.csv").read_bytes() == out.read_bytes()
