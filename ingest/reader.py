@@ -14,7 +14,7 @@ import io
 import logging
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,9 @@ HEAD_BYTES = 64 * 1024
 """How much of an over-long line is kept (the quarantine table's `raw` holds at most this)."""
 
 DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
+
+BOM = b"\xef\xbb\xbf"
+"""A UTF-8 byte-order mark: skipped at the start of a file (a log saved by a Windows editor has one)."""
 
 Stream = io.BufferedIOBase | io.RawIOBase
 """An open log: a plain file (unbuffered) or a gzip file (decompressed on the fly)."""
@@ -166,10 +169,11 @@ class LineReader:
 
     def _lines(self, data: bytearray, newlines: np.ndarray) -> LineBlock:
         offsets = np.empty(newlines.size + 1, dtype=np.int32)
-        offsets[0] = 0
+        start = self._carry_pos
+        # a BOM is not part of the first line: kept, it sent the line to quarantine as unparsable
+        offsets[0] = len(BOM) if start == 0 and data.startswith(BOM) else 0
         offsets[1:] = newlines + 1
         last = int(offsets[-1])
-        start = self._carry_pos
         self._carry = bytes(data[last:])
         self._carry_pos = start + last
         self.end = self._carry_pos
@@ -213,9 +217,10 @@ class LineReader:
         """The last line without a newline: complete in a final file, else left for the next run."""
         if not self._carry or not self._final or self.broken:
             return None
-        data = bytearray(self._carry)
+        data = bytes(self._carry)
         start = self._carry_pos
         self._carry = b""
         self._carry_pos = start + len(data)
-        self.end = self._carry_pos
-        return self._single(bytes(data), start, len(data))
+        bom = len(BOM) if start == 0 and data.startswith(BOM) else 0
+        block = self._single(data[bom:], start + bom, len(data) - bom)
+        return replace(block, consumed=len(data))

@@ -225,6 +225,18 @@ def test_an_over_long_line_is_quarantined_and_its_neighbours_kept(tmp_path: Path
     assert summary.quarantined == 1
 
 
+def test_a_file_starting_with_a_byte_order_mark_loses_no_line_to_quarantine(tmp_path: Path) -> None:
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    (logs).mkdir()
+    (logs / "queries.log").write_bytes(b"\xef\xbb\xbf" + qline(0) + qline(1))
+    first = _ingest(root, logs)
+    _write(logs / "queries.log", [2])
+    second = _ingest(root, logs)
+    assert ids_in(root) == expected(range(3))
+    assert quarantine_rows(root) == []
+    assert (first.records, second.records, second.lines) == (2, 1, 1)
+
+
 def test_bad_lines_are_quarantined_once_even_when_read_again(tmp_path: Path) -> None:
     logs, root = tmp_path / "logs", tmp_path / "root"
     live = logs / "queries.log"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ingest.fingerprint import FileIdentity, Pending, identify
-from ingest.reader import HEAD_BYTES, LineReader, gzip_size_hint, open_log
+from ingest.reader import BOM, HEAD_BYTES, LineReader, gzip_size_hint, open_log
 
 
 def _read(data: bytes, *, final: bool, max_line: int = 1000, chunk: int = 7, start: int = 0):
@@ -30,6 +30,16 @@ def test_lines_keep_their_offsets_whatever_the_chunk_size(chunk: int) -> None:
     rows, end = _read(data, final=False, chunk=chunk)
     assert rows == [(b"first\n", 0, 6), (b"second line\n", 6, 12), (b"\n", 18, 1), (b"third\n", 19, 6)]
     assert end == len(data)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 4, 64])
+def test_a_byte_order_mark_at_the_start_of_a_file_is_not_part_of_its_first_line(chunk: int) -> None:
+    data = BOM + b"first\nsecond\n"
+    assert _read(data, final=False, chunk=chunk) == ([(b"first\n", 3, 6), (b"second\n", 9, 7)], 16)
+    # an unterminated only line of a final file, and the same bytes further into a file, where they stay
+    assert _read(BOM + b"only", final=True, chunk=chunk) == ([(b"only", 3, 4)], 7)
+    later = b"a\n" + BOM + b"b\n"
+    assert _read(later, final=False, chunk=chunk)[0] == [(b"a\n", 0, 2), (BOM + b"b\n", 2, 5)]
 
 
 def test_a_last_line_without_newline_waits_in_a_live_file_but_counts_in_a_final_one() -> None:
