@@ -30,6 +30,8 @@ UNMATCHED_REASONS: dict[str, str] = {
     "no policy joins on this target": "a policy uses this outcome_type but joins on other paths than the "
     "outcome's key",
     "no prediction with this key": "no prediction (made up to the as-of time) has this record_id or key",
+    "prediction on another endpoint": "a prediction has this record_id, but on another service or "
+    "endpoint than the outcome names",
     "no prediction before occurred_at": "predictions with this key exist, but all were made after the "
     "outcome occurred",
     "outside window": "the prediction it would go to was made longer than the policy's window before "
@@ -319,17 +321,23 @@ def unmatched_macro(policies: Sequence[Policy]) -> str:
     ),
     targeted AS (SELECT * FROM op SEMI JOIN um USING (outcome_id)),
     seen AS (
-        SELECT o.outcome_id, min(k.ts_us) AS first_us, bool_or(o.record_id IS NOT NULL) AS by_record
-        FROM targeted o JOIN kp k ON k.record_id = o.record_id AND k.policy_id = o.policy_id
-        WHERE (o.service_id IS NULL OR o.service_id = k.service_id)
-          AND (o.endpoint_id IS NULL OR o.endpoint_id = k.endpoint_id)
-        GROUP BY o.outcome_id
+        -- a record_id target is looked up whatever the prediction's endpoint and policy, so that the
+        -- reason can say which of the two did not fit
+        SELECT outcome_id, min(ts_us) FILTER (WHERE fits) AS first_us, true AS by_record,
+               bool_or(on_endpoint) AS on_endpoint, bool_or(fits) AS fits
+        FROM (SELECT o.outcome_id, k.ts_us,
+                     (o.service_id IS NULL OR o.service_id = k.service_id)
+                     AND (o.endpoint_id IS NULL OR o.endpoint_id = k.endpoint_id) AS on_endpoint,
+                     on_endpoint AND k.policy_id = o.policy_id AS fits
+              FROM targeted o JOIN kp k ON k.record_id = o.record_id)
+        GROUP BY outcome_id
         UNION ALL
-        SELECT o.outcome_id, min(k.ts_us), false
+        SELECT o.outcome_id, min(k.ts_us), false, true, true
         FROM targeted o JOIN kp k ON k.jkey = o.jkey AND k.policy_id = o.policy_id
         GROUP BY o.outcome_id
     ),
-    seen1 AS (SELECT outcome_id, min(first_us) AS first_us, bool_or(by_record) AS by_record
+    seen1 AS (SELECT outcome_id, min(first_us) AS first_us, bool_or(by_record AND fits) AS by_record,
+                     bool_or(on_endpoint) AS on_endpoint, bool_or(fits) AS fits
               FROM seen GROUP BY outcome_id)
     SELECT um.outcome_id, um.record_id, um.key, um.service_id, um.endpoint_id, um.outcome_type,
            um.value, um.value_number, um.occurred_at, um.received_at,
@@ -337,7 +345,10 @@ def unmatched_macro(policies: Sequence[Policy]) -> str:
                 WHEN um.outcome_id NOT IN (SELECT outcome_id FROM typed_own) THEN {quote_literal(reasons[1])}
                 WHEN um.outcome_id NOT IN (SELECT outcome_id FROM targeted) THEN {quote_literal(reasons[2])}
                 WHEN s.outcome_id IS NULL THEN {quote_literal(reasons[3])}
+                WHEN NOT s.on_endpoint THEN {quote_literal(reasons[4])}
+                -- its prediction's endpoint has policies, none for this outcome_type
+                WHEN NOT s.fits THEN {quote_literal(reasons[1])}
                 WHEN NOT s.by_record AND s.first_us > epoch_us(um.occurred_at)
-                THEN {quote_literal(reasons[4])}
-                ELSE {quote_literal(reasons[5])} END AS reason
+                THEN {quote_literal(reasons[5])}
+                ELSE {quote_literal(reasons[6])} END AS reason
     FROM um LEFT JOIN seen1 s USING (outcome_id)"""

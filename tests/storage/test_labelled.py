@@ -279,7 +279,7 @@ def test_endpoints_without_a_policy_join_label_outcomes_on_record_id(tmp_path: P
     ]
     assert unmatched(tmp_path, fraud_policy()) == [
         ("o2", "no policy for outcome_type"),
-        ("o4", "no prediction with this key"),
+        ("o4", "prediction on another endpoint"),  # r1 is churn/predict, not churn/other
     ]
     # With no policies at all every endpoint is on the default.
     assert labelled(tmp_path, [])[2] == ("r3", "label", "FRAUD", "observed", "o3")
@@ -441,6 +441,8 @@ def test_an_outcome_type_the_named_endpoint_has_no_policy_for_says_so(tmp_path: 
             outcome(
                 "label_p1_on_churn", "yes", at(1), record_id="p1", service_id="churn", endpoint_id="predict"
             ),
+            # no endpoint named: p1's endpoint is found through the prediction, and has no `label` policy
+            outcome("label_p1_unnamed", "buy", at(1), record_id="p1"),
         ],
     )
     policies = policies_from_config(
@@ -451,7 +453,8 @@ def test_an_outcome_type_the_named_endpoint_has_no_policy_for_says_so(tmp_path: 
         ("p2", "label", "yes", "observed", "label_p2_named"),
     ]
     assert unmatched(tmp_path, policies) == [
-        ("label_p1_on_churn", "no prediction with this key"),  # churn/predict is on the default policy
+        ("label_p1_on_churn", "prediction on another endpoint"),  # p1 is shop/reco's
+        ("label_p1_unnamed", "no policy for outcome_type"),
         ("label_reco", "no policy for outcome_type"),
     ]
 
