@@ -96,12 +96,13 @@ def _dataset(seed: int) -> tuple[list[Policy], list[Pred], list[Out]]:
             values[CUSTOMER] = rng.randint(1, 3)
         if rng.random() < 0.8:
             values[SESSION] = rng.choice(["s1", "s2", 7])
-        service_id, endpoint_id = rng.choice(ENDPOINTS[:1] * 3 + ENDPOINTS[1:])
-        preds.append(Pred(f"r{i:02}", _time(rng, 10), service_id, endpoint_id, values))
-    outs = []
+        service, endpoint = rng.choice(ENDPOINTS[:1] * 3 + ENDPOINTS[1:])
+        preds.append(Pred(f"r{i:02}", _time(rng, 10), service, endpoint, values))
+    outs: list[Out] = []
     for i in range(rng.randint(0, 40)):
         target = rng.random()
-        record_id, key = None, None
+        record_id: str | None = None
+        key: dict[str, Any] | None = None
         if target < 0.3:
             record_id = rng.choice([p.record_id for p in preds] + ["r-none"])
         elif target < 0.6:
@@ -113,7 +114,8 @@ def _dataset(seed: int) -> tuple[list[Policy], list[Pred], list[Out]]:
         else:
             key = {SESSION: rng.choice(["s1", "s2", "7", 7])}
         named = rng.random()
-        service_id, endpoint_id = (None, None)
+        service_id: str | None = None
+        endpoint_id: str | None = None
         if named < 0.25:
             service_id, endpoint_id = rng.choice(ENDPOINTS)
         elif named < 0.3:
@@ -215,7 +217,7 @@ def _reference(
         target: max(group, key=lambda o: (o.occurred_at, o.received_at, o.intake_seq, o.outcome_id))
         for target, group in attributed.items()
     }
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for pred in preds:
         for pid, policy in _own(pred, policies):
             winner = won.get((pred.record_id, pid))
