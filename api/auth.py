@@ -18,7 +18,7 @@ from fastapi.security import APIKeyHeader
 from api.audit import audit, auth_log
 from api.runtime import RuntimeDep
 from service.errors import AuthError, Forbidden
-from storage.keys import ApiKey, KeyStore, key_id_of
+from storage.keys import ApiKey, KeyStore, key_id_of, redact
 
 _authorization = APIKeyHeader(
     name="Authorization",
@@ -71,7 +71,7 @@ def authorize(request: Request, keys: KeyStore, header: str | None, scope: str |
             key_id=None if token is None else key_id_of(token),
             client_ip=client_ip(request),
             method=request.method,
-            path=request.url.path,
+            path=redact(request.url.path),
         )
         raise
     request.state.key_id = key.id
@@ -83,7 +83,7 @@ def authorize(request: Request, keys: KeyStore, header: str | None, scope: str |
             scope=scope,
             client_ip=client_ip(request),
             method=request.method,
-            path=request.url.path,
+            path=redact(request.url.path),
         )
         raise Forbidden(
             f"API key {key.id} lacks the {scope!r} scope", details={"key_id": key.id, "scope": scope}

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.audit import audit, calls_log
+from storage.keys import redact
 
 
 class CallAuditMiddleware:
@@ -37,7 +38,7 @@ class CallAuditMiddleware:
                 calls_log,
                 "call",
                 method=scope["method"],
-                path=scope["path"],
+                path=redact(scope["path"]),  # a key pasted into a URL is not logged
                 status=status["code"],
                 key_id=state.get("key_id"),
                 client_ip=client[0] if client else None,

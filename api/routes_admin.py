@@ -46,5 +46,5 @@ def create_key(body: KeyCreate, request: Request, key: RequireAdmin, runtime: Ru
 def revoke_key(key_id: str, request: Request, key: RequireAdmin, runtime: RuntimeDep) -> dict[str, Any]:
     """Revoke a key (idempotent): it is refused from the next request on."""
     revoked = runtime.keys.revoke(key_id)
-    audit(admin_log, "key_revoked", by_key_id=key.id, key_id=key_id, client_ip=client_ip(request))
+    audit(admin_log, "key_revoked", by_key_id=key.id, key_id=revoked.id, client_ip=client_ip(request))
     return revoked.as_dict()

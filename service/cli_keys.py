@@ -78,7 +78,8 @@ def list_command(
 
 @keys_app.command("revoke")
 def revoke_command(
-    ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="The id shown by `hindsight keys list`.")]
+    ctx: typer.Context,
+    key_id: Annotated[str, typer.Argument(help="The id shown by `hindsight keys list` (or the whole key).")],
 ) -> None:
     """Revoke a key: every later request with it gets 401.
 
@@ -86,13 +87,13 @@ def revoke_command(
     """
     from api.audit import admin_log, audit
     from service.cli import audit_log, state_of
-    from storage.keys import KeyStore
+    from storage.keys import KeyStore, redact
     from storage.layout import Layout
 
     settings = state_of(ctx).settings()
     path = Layout(settings.root).keys_db
     if not path.exists():
-        raise NotFound(f"no key {key_id}: there is no key store at {path} (is --root right?)")
+        raise NotFound(f"no key {redact(key_id)}: there is no key store at {path} (is --root right?)")
     with audit_log(settings):
         store = KeyStore(path)
         try:

@@ -121,3 +121,21 @@ def test_every_route_of_the_app_needs_a_key_except_healthz(world) -> None:  # ty
         response = httpx.request(method, srv.url + path, timeout=10)
         expected = 200 if path == "/healthz" else 401
         assert response.status_code == expected, (method, path, response.text)
+
+
+def test_a_whole_key_pasted_for_its_id_revokes_it_and_is_written_nowhere(world) -> None:  # type: ignore[no-untyped-def]
+    srv, tokens, _revoked = world
+    leaked = make_key(srv.root, "read", name="leaked")
+    leaked_id, secret = leaked.split("_")[1], leaked.split("_", 2)[2]
+    assert httpx.get(srv.url + f"/v1/predictions/{leaked}").status_code == 401  # a 401 is logged too
+    response = httpx.delete(f"{srv.url}/v1/admin/keys/{leaked}", headers=bearer(tokens["admin"]))
+    assert response.status_code == 200 and response.json()["id"] == leaked_id
+    assert httpx.get(srv.url + "/readyz", headers=bearer(leaked)).status_code == 401
+    unknown = httpx.delete(
+        f"{srv.url}/v1/admin/keys/hsk_0123456789ab_s3cret", headers=bearer(tokens["admin"])
+    )
+    assert unknown.status_code == 404 and "s3cret" not in unknown.text
+    time.sleep(0.3)  # the audit writer drains every 50 ms
+    logs = "".join(path.read_text() for path in (srv.root / "logs").glob("*.log"))
+    assert f"hsk_{leaked_id}_<redacted>" in logs  # the calls were logged, without their secrets
+    assert secret not in logs and "s3cret" not in logs

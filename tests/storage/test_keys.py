@@ -75,3 +75,39 @@ def test_a_revocation_by_another_process_is_seen(tmp_path: Path) -> None:
     with pytest.raises(AuthError, match="revoked"):
         server_side.authenticate(created.token)
     server_side.close()
+
+
+def test_a_revocation_by_another_process_is_seen_whatever_the_files_look_like(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store used to compare the files' size and mtime, which change before a commit is visible to
+    # readers: a check in between cached the old row for good. What it looks at now is SQLite's own
+    # commit counter, so files that look unchanged (here: every stat the same) must not hide a revocation.
+    import os
+    import time
+
+    from storage.keys import CHECK_INTERVAL
+
+    real_stat = os.stat
+    frozen = real_stat(tmp_path)
+
+    def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        return (
+            frozen
+            if str(path).startswith(str(tmp_path / "keys.sqlite"))
+            else real_stat(path, *args, **kwargs)
+        )  # type: ignore[arg-type]
+
+    server_side = KeyStore(tmp_path / "keys.sqlite")
+    created = server_side.create("x", ["read"])
+    monkeypatch.setattr(os, "stat", stat)
+    assert server_side.authenticate(created.token) == created.key
+    time.sleep(CHECK_INTERVAL + 0.05)
+    assert server_side.authenticate(created.token) == created.key  # checked once more, now cached
+    cli_side = KeyStore(tmp_path / "keys.sqlite")
+    cli_side.revoke(created.key.id)
+    cli_side.close()
+    time.sleep(CHECK_INTERVAL + 0.05)
+    with pytest.raises(AuthError, match="revoked"):
+        server_side.authenticate(created.token)
+    server_side.close()
