@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -283,6 +283,27 @@ def _wants_json(argv: list[str]) -> bool:
     return bool(formats) and all(f == "json" for f in formats)
 
 
+ABORTED = 130
+"""The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it."""
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether `exc` is, or was caused by, Ctrl-C: DuckDB turns it into RuntimeError('Query interrupted')."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt) or (
+            type(seen) is RuntimeError and str(seen) == "Query interrupted"
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _abort() -> NoReturn:
+    typer.echo("aborted: what was committed before Ctrl-C stays committed", err=True)
+    sys.exit(ABORTED)
+
+
 def main() -> None:
     """Run the CLI; a HindsightError becomes one line on stderr and a non-zero exit code."""
     for stream in (sys.stdout, sys.stderr):
@@ -293,10 +314,18 @@ def main() -> None:
     fmt_json = _wants_json(sys.argv[1:])
     try:
         _refuse_repeated_options(sys.argv[1:])
-        app(standalone_mode=False)
+        # typer turns Ctrl-C into Exit(130) and, with standalone_mode off, returns that code instead of
+        # raising it: ignored, an interrupted command exited 0 without a word (review finding)
+        code = app(standalone_mode=False)
+        if code == ABORTED:
+            raise typer.Abort()
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except HindsightError as exc:
         if debug:
             raise
+        if _interrupted(exc):
+            _abort()
         if fmt_json:
             typer.echo(to_json(exc.to_dict()), err=True)
         else:
@@ -305,9 +334,10 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
+        _abort()
     except Exception as exc:  # click usage errors and the like
+        if _interrupted(exc) and not debug:
+            _abort()
         import click
 
         # typer vendors its own click: its usage errors are not click.ClickException (they used to

@@ -6,7 +6,9 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -106,3 +108,47 @@ def test_keys_revoke_takes_a_whole_key_and_never_prints_its_secret(tmp_path: Pat
     assert revoked.stdout.startswith(f"revoked key {token.split('_')[1]} (a) at ")
     logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
     assert token.split("_", 2)[2] not in revoked.stdout + revoked.stderr + logs
+
+
+@pytest.mark.parametrize(
+    "interrupt",
+    [
+        lambda: 130,  # typer's own Ctrl-C handling returns Exit(130)'s code with standalone_mode off
+        lambda: (_ for _ in ()).throw(RuntimeError("Query interrupted")),  # DuckDB's form of Ctrl-C
+    ],
+    ids=["typer", "duckdb"],
+)
+def test_ctrl_c_is_an_abort_not_a_success(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], interrupt: Any
+) -> None:
+    from service import cli
+
+    monkeypatch.setattr(cli, "app", lambda **_: interrupt())
+    monkeypatch.setattr(sys, "argv", ["hindsight", "sql", "SELECT 1"])
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err.startswith("aborted")
+
+
+def test_ctrl_c_during_a_query_exits_130(tmp_path: Path) -> None:
+    import signal
+
+    import psutil
+
+    query = "SELECT count(*) FROM range(100000000000) t(x) WHERE x % 7 = 3"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "service", "--root", str(tmp_path), "sql", query],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    process = psutil.Process(child.pid)
+    while sum(process.cpu_times()[:2]) < 2.0:  # start-up takes well under a second of CPU: now it queries
+        assert child.poll() is None
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=60)
+    assert (child.returncode, out) == (130, "")
+    assert err.startswith("aborted")
