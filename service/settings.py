@@ -8,6 +8,8 @@ object: the CLI and the API factory pass plain values down.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -16,12 +18,23 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+log = logging.getLogger(__name__)
+
 DEFAULT_ROOT = Path("./hindsight-data")
 CONFIG_FILE_NAME = "hindsight.toml"
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic takes true as 1: `max_line_bytes = true` quarantined every line (review finding)
+        field = cls.model_fields[info.field_name or ""]
+        if isinstance(value, bool) and field.annotation in (int, float):
+            raise ValueError(f"a number is needed, not {str(value).lower()}")
+        return value
 
 
 class IngestSettings(_Section):
@@ -34,8 +47,9 @@ class IngestSettings(_Section):
     )
     max_line_bytes: int = Field(
         8 * 1024 * 1024,
-        gt=0,
-        description="Lines longer than this are quarantined without being held whole in memory.",
+        ge=64 * 1024,
+        description="Lines longer than this are quarantined without being held whole in memory (at least "
+        "64 KiB: a line quarantined is never read again, and `max_line_bytes = 16` quarantined every line).",
     )
     batch_bytes: int = Field(
         64 * 1024 * 1024,
@@ -65,6 +79,14 @@ class KafkaSettings(_Section):
     bootstrap: str | None = Field(None, description="Kafka bootstrap servers, HOST:PORT[,HOST:PORT].")
     topic: str | None = Field(None, description="Topic holding the DSS query log lines.")
     group: str = Field("hindsight", description="Consumer group id; processes in one group share partitions.")
+
+    @field_validator("bootstrap", "topic", "group", mode="before")
+    @classmethod
+    def _not_blank(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty")
+        return value
+
     session_timeout_ms: int = Field(
         10000, gt=0, description="librdkafka session.timeout.ms; lower makes group joins faster."
     )
@@ -111,7 +133,7 @@ class KafkaSettings(_Section):
 class ApiSettings(_Section):
     """The outcomes REST API served by `hindsight serve`."""
 
-    host: str = Field("127.0.0.1", description="Interface to listen on.")
+    host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 for every interface).")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
     max_body_bytes: int = Field(
         16 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above)."
@@ -152,6 +174,15 @@ class ApiSettings(_Section):
     def _paths_not_empty(cls, value: Any, info: ValidationInfo) -> Any:
         return _not_empty_path(value, f"api.{info.field_name}")
 
+    @field_validator("host", mode="before")
+    @classmethod
+    def _host_not_empty(cls, value: Any) -> Any:
+        # uvicorn takes "" for every interface: HINDSIGHT_API__HOST= (an unset shell variable) opened the
+        # API to the network (review finding); every interface is asked for by name
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty; give an interface (127.0.0.1, or 0.0.0.0 for every one)")
+        return value
+
 
 class PolicySettings(_Section):
     """How outcomes of one endpoint become labels (see docs/design.md, join policies)."""
@@ -169,13 +200,31 @@ class PolicySettings(_Section):
         "all_within: every prediction for the key inside the window.",
     )
     window: str | None = Field(None, description="Longest occurred_at - ts that still counts, e.g. 90d, 12h.")
-    positive: str | None = Field(None, description="The positive class for binary metrics.")
+    positive: str | None = Field(None, description='The positive class for binary metrics (1 reads as "1").')
     maturity: str | None = Field(
         None, description="After this long with no outcome, the implicit label applies."
     )
     implicit_value: str | None = Field(
         None, description="The label given at maturity; omit it to leave such predictions pending."
     )
+
+    @field_validator("positive", "implicit_value", mode="before")
+    @classmethod
+    def _class_as_text(cls, value: Any) -> Any:
+        # labels are text compared by text or by number (docs/design.md): `positive = 1` is the class "1",
+        # as an outcome value 1 is; it was refused as "Input should be a valid string" (review finding)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int | float) and math.isfinite(value):
+            return str(value)
+        return value
+
+    @field_validator("window", "maturity", mode="before")
+    @classmethod
+    def _duration_as_text(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError(f'a duration is a number and a unit in quotes, e.g. "{value}d"; got {value}')
+        return value
 
 
 class EvalSettings(_Section):
@@ -266,6 +315,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError as exc:
+        if path.is_symlink():
+            raise SettingsLoadError(
+                f"config file {path} links to {path.readlink()}, which does not exist"
+            ) from exc
         raise SettingsLoadError(f"config file not found: {path}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise SettingsLoadError(f"config file {path} is not valid TOML: {exc}") from exc
@@ -277,36 +330,101 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise SettingsLoadError(f"cannot read config file {path}: {exc.strerror}") from exc
 
 
-def _env_values() -> dict[str, Any]:
-    """Values given by HINDSIGHT_* variables, nested on '__', so they can beat the TOML file."""
+def _env_values() -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """Values given by HINDSIGHT_* variables, nested on '__', so they can beat the TOML file; and the
+    variable each came from, for error messages.
+
+    A variable whose first part names no setting is not ours (HINDSIGHT_KEY holding an API key for curl
+    broke every command with "key: Extra inputs are not permitted", review finding): it is skipped with a
+    warning, which also shows a misspelt name. Inside a section an unknown name is an error, as in the file.
+    """
     values: dict[str, Any] = {}
+    names: dict[tuple[str, ...], str] = {}
     for name, raw in os.environ.items():
         if not name.upper().startswith("HINDSIGHT_") or name.upper() == "HINDSIGHT_CRASH_AT":
             continue
         parts = name[len("HINDSIGHT_") :].lower().split("__")
+        if parts[0] not in Settings.model_fields:
+            log.warning("ignoring environment variable %s: not a hindsight setting", name)
+            continue
         node = values
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = raw
-    return values
+        names[tuple(parts)] = name
+    return values, names
+
+
+def _nested(parts: tuple[str, ...]) -> dict[str, Any]:
+    """{'a': {'b': True}} for ('a', 'b'): where one variable put its value."""
+    node: dict[str, Any] = {}
+    top = node
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = True
+    return top
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The settings model holding the value at `loc` (the parent of its last part), if any."""
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        inner = field.annotation
+        args = getattr(inner, "__args__", ())
+        candidates = [inner, *args]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return None
+        model = nested[0]
+    return model
+
+
+def _given(values: dict[str, Any], loc: tuple[int | str, ...]) -> bool:
+    """Whether a source's values hold something at `loc` (keys of tables, indexes of arrays)."""
+    node: Any = values
+    for part in loc:
+        inside = part in node if isinstance(node, dict) else isinstance(part, int) and 0 <= part < len(node)
+        if not isinstance(node, dict | list) or not inside:
+            return False
+        node = node[part] if isinstance(node, dict) else node[int(part)]
+    return True
+
+
+def _problem(err: Any, sources: list[tuple[str, dict[str, Any]]]) -> str:
+    """One validation error as `where (from what): what is wrong`; the first source holding it is named."""
+    loc: tuple[int | str, ...] = tuple(err["loc"])
+    where = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(loc))
+    origin = next((f" ({label})" for label, values in sources if _given(values, loc)), "")
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        model = _model_at(loc)
+        message = "unknown setting" + (f"; known: {', '.join(model.model_fields)}" if model else "")
+    return f"{where}{origin}: {message}"
 
 
 def load_settings(
     *, root: Path | None = None, config: Path | None = None, overrides: dict[str, Any] | None = None
 ) -> Settings:
     """Build the settings: overrides > env > TOML (config, else <root>/hindsight.toml) > defaults."""
-    env = _env_values()
+    env, env_names = _env_values()
     chosen_root = root or (Path(env["root"]) if isinstance(env.get("root"), str) else DEFAULT_ROOT)
     file_values: dict[str, Any] = {}
-    if config is not None:
-        file_values = _read_toml(config)
-    elif (chosen_root / CONFIG_FILE_NAME).is_file():
-        file_values = _read_toml(chosen_root / CONFIG_FILE_NAME)
+    path = config if config is not None else chosen_root / CONFIG_FILE_NAME
+    if config is not None or path.is_file() or path.is_symlink():
+        file_values = _read_toml(path)
     merged = _deep_merge(_deep_merge(file_values, env), overrides or {})
     merged["root"] = root if root is not None else merged.get("root", chosen_root)
     try:
         # Env is already merged above; validate the merged dict without re-reading the env.
         return Settings.model_validate(merged)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        sources = [("command line", overrides or {})]
+        sources += [(f"environment variable {name}", _nested(parts)) for parts, name in env_names.items()]
+        sources.append((f"in {path}", file_values))
+        problems = "; ".join(_problem(err, sources) for err in exc.errors())
         raise SettingsLoadError(f"invalid settings: {problems}", exc.errors(include_url=False)) from exc

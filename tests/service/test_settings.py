@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -106,13 +107,64 @@ def test_missing_config_file_is_a_clear_cli_error(tmp_path: Path) -> None:
             "log_level: Input should be 'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL'",
         ),
         # an empty path was the current folder
-        ('[api]\nlogs_dir = ""\n', "api.logs_dir is an empty path"),
-        ('[api]\nlogging_config = " "\n', "api.logging_config is an empty path"),
+        ('[api]\nlogs_dir = ""\n', "api.logs_dir: Value error, api.logs_dir is an empty path"),
+        (
+            '[api]\nlogging_config = " "\n',
+            "api.logging_config: Value error, api.logging_config is an empty path",
+        ),
+        # review findings: true was 1 and 16 quarantined every line, for good; "" listened on every interface
+        (
+            "[ingest]\nmax_line_bytes = true\n",
+            "ingest.max_line_bytes: Value error, a number is needed, not true",
+        ),
+        (
+            "[ingest]\nmax_line_bytes = 16\n",
+            "ingest.max_line_bytes: Input should be greater than or equal to 65536",
+        ),
+        ('[api]\nhost = ""\n', "api.host: Value error, is empty; give an interface"),
+        ('[kafka]\ntopic = " "\n', "kafka.topic: Value error, is empty"),
+        (
+            '[[policies]]\nservice_id = "s"\nendpoint_id = "e"\nwindow = 90\n',
+            'policies[0].window: Value error, a duration is a number and a unit in quotes, e.g. "90d"',
+        ),
+        (
+            '[[policies]]\nservice_id = "s"\nendpoint_id = "e"\nwindw = "9d"\n',
+            "policies[0].windw: unknown setting; known: service_id, endpoint_id, outcome_type, join_on,",
+        ),
     ],
 )
 def test_values_that_cannot_work_are_refused_when_loading(tmp_path: Path, text: str, expected: str) -> None:
     (tmp_path / "hindsight.toml").write_text(text, encoding="utf-8")
-    with pytest.raises(SettingsLoadError, match=re.escape(expected)):
+    where, message = expected.split(": ", 1)
+    with pytest.raises(
+        SettingsLoadError, match=re.escape(f"{where} (in {tmp_path / 'hindsight.toml'}): {message}")
+    ):
+        load_settings(root=tmp_path)
+
+
+def test_errors_name_the_environment_variable_and_other_programs_variables_are_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("HINDSIGHT_KEY", "hsk_for_curl")  # broke every command ("key: Extra inputs ...")
+    with caplog.at_level(logging.WARNING, logger="service.settings"):
+        assert load_settings(root=tmp_path).api.port == 8000
+    assert "ignoring environment variable HINDSIGHT_KEY: not a hindsight setting" in caplog.text
+    monkeypatch.setenv("HINDSIGHT_API__PROT", "9000")
+    with pytest.raises(SettingsLoadError) as caught:
+        load_settings(root=tmp_path)
+    where = "api.prot (environment variable HINDSIGHT_API__PROT)"
+    assert caught.value.message.startswith(f"invalid settings: {where}: unknown setting; known: host, port,")
+
+
+def test_a_class_given_as_a_number_is_its_text_and_a_dangling_config_link_is_an_error(tmp_path: Path) -> None:
+    config = tmp_path / "hindsight.toml"
+    config.write_text('[[policies]]\nservice_id = "s"\nendpoint_id = "e"\npositive = 1\n', encoding="utf-8")
+    assert load_settings(root=tmp_path).policies[0].positive == "1"
+    config.unlink()
+    config.symlink_to(tmp_path / "moved.toml")  # was "no config": every label pending, exit 0
+    with pytest.raises(
+        SettingsLoadError, match=r"hindsight.toml links to .*moved.toml, which does not exist"
+    ):
         load_settings(root=tmp_path)
 
 

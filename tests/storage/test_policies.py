@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from service.errors import ConfigError
-from service.settings import PolicySettings, load_settings
+from service.settings import PolicySettings, Settings, load_settings
 from storage.policies import (
+    CONFIG_SECTIONS,
     Policy,
     load_policies,
     parse_duration,
@@ -58,6 +59,7 @@ def test_bad_durations_name_the_field(text: str) -> None:
         ("window", "1000000000d", "is too long: at most 100 years (36500d)"),  # beyond timedelta's range
         ("maturity", "200000000d", "is too long: at most 100 years (36500d)"),  # beyond BIGINT microseconds
         ("maturity", "36501d", "is too long: at most 100 years (36500d)"),
+        ("window", "0.0000001s", "is shorter than a microsecond, the join's resolution"),
     ],
 )
 def test_a_bad_duration_names_the_policy_and_the_field(field: str, text: str, problem: str) -> None:
@@ -146,6 +148,23 @@ def test_load_policies_reads_the_root_toml(tmp_path: Path) -> None:
     assert load_policies(tmp_path) == [
         Policy("fraud", "score", join_on=("context.transaction_id",), window=dt.timedelta(days=90))
     ]
+
+
+def test_load_policies_refuses_a_misspelt_section_and_a_dangling_link(tmp_path: Path) -> None:
+    # the CLI refused both; storage.connect (notebooks) ran on the default policies, silently
+    (tmp_path / "hindsight.toml").write_text(
+        '[[policy]]\nservice_id = "fraud"\nendpoint_id = "score"\n', encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) policy; known: root, log_level, "):
+        load_policies(tmp_path)
+    (tmp_path / "hindsight.toml").unlink()
+    (tmp_path / "hindsight.toml").symlink_to(tmp_path / "moved.toml")
+    with pytest.raises(ConfigError, match=r"hindsight.toml links to .*moved.toml, which does not exist"):
+        load_policies(tmp_path)
+
+
+def test_the_sections_the_library_knows_are_the_settings(tmp_path: Path) -> None:
+    assert set(CONFIG_SECTIONS) == set(Settings.model_fields)
 
 
 def test_load_policies_reports_bad_toml(tmp_path: Path) -> None:
