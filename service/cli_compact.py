@@ -33,7 +33,7 @@ def compact_command(
     Example: hindsight compact --vacuum-older-than 30d
     """
     from service.cli import state_of
-    from storage.compact import MIN_VACUUM_RETENTION, compact_table, vacuum_table
+    from storage.compact import check_vacuum_retention, compact_table, vacuum_table
     from storage.layout import Layout
     from storage.policies import parse_duration
 
@@ -43,14 +43,13 @@ def compact_command(
         if vacuum_older_than is None
         else parse_duration(vacuum_older_than, field="--vacuum-older-than", where="compact")
     )
-    if retention is not None and retention < MIN_VACUUM_RETENTION:  # refused before anything is compacted
-        raise InputError(
-            f"--vacuum-older-than keeps at least {MIN_VACUUM_RETENTION} of versions, not {retention}"
-        )
     if not Layout(settings.root).tables.is_dir():
         # a mistyped --root used to get lock files created and "0 files merged" reported
         raise InputError(f"no tables under {settings.root} (is --root right?)")
     layout = Layout(settings.root)
+    if retention is not None:  # refused before anything is compacted
+        for name in TABLE_NAMES:
+            check_vacuum_retention(layout.table(name), retention)
     for name in TABLE_NAMES:
         report = compact_table(layout.table(name), layout.lock_file(name), min_files=min_files)
         days = len(report.days)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,29 +113,64 @@ def compact_table(path: Path, lock_path: Path, *, min_files: int = MIN_FILES) ->
     return report
 
 
-def vacuum_table(path: Path, lock_path: Path, *, older_than: dt.timedelta) -> list[str]:
-    """Delete the files no version of the last `older_than` needs; returns their paths.
+DEFAULT_REMOVED_RETENTION = dt.timedelta(days=7)
+"""Delta's default `delta.deletedFileRetentionDuration`: how long the log remembers a replaced file."""
 
-    Versions older than that can no longer be read (nor export manifests that name them replayed)."""
+_INTERVAL = re.compile(r"^\s*interval\s+(\d+)\s+(second|minute|hour|day|week)s?\s*$", re.IGNORECASE)
+
+
+def vacuum_limit(path: Path) -> dt.timedelta | None:
+    """The longest retention a vacuum of this table honours: its `delta.deletedFileRetentionDuration`.
+
+    A checkpoint drops the record of a file replaced longer ago than that, and vacuum finds the files
+    to delete through those records: with a longer retention, files replaced by a compaction more than
+    that long ago were never deleted (review finding: `--vacuum-older-than 30d` deleted nothing, for good,
+    on a table still written to)."""
+    table = open_table(path)
+    if table is None:
+        return None  # nothing to vacuum
+    text = table.metadata().configuration.get("delta.deletedFileRetentionDuration")
+    match = _INTERVAL.match(text) if text else None
+    if match is None:
+        return DEFAULT_REMOVED_RETENTION
+    return dt.timedelta(**{match.group(2).lower() + "s": int(match.group(1))})
+
+
+def check_vacuum_retention(path: Path, older_than: dt.timedelta) -> None:
+    """InputError unless `older_than` is a retention a vacuum of this table can honour."""
     if older_than < MIN_VACUUM_RETENTION:
         raise InputError(
             f"vacuum keeps at least {MIN_VACUUM_RETENTION} of versions (readers may still use their files), "
             f"not {older_than}"
         )
+    limit = vacuum_limit(path)
+    if limit is not None and older_than > limit:
+        raise InputError(
+            f"vacuum can keep at most {limit} of versions of {path.name}, not {older_than}: the table's log "
+            f"forgets a replaced file {limit} after it was replaced (delta.deletedFileRetentionDuration), so "
+            "files replaced before that would never be deleted. Without a vacuum every version is kept"
+        )
+
+
+def vacuum_table(path: Path, lock_path: Path, *, older_than: dt.timedelta) -> list[str]:
+    """Delete the files no version of the last `older_than` needs; returns the paths deleted.
+
+    Versions older than that can no longer be read (nor export manifests that name them replayed)."""
+    check_vacuum_retention(path, older_than)
     with table_lock(lock_path):
         table = open_table(path)
         if table is None:
             return []
+        hours = math.ceil(older_than.total_seconds() / 3600)
         try:
-            return list(
-                table.vacuum(
-                    retention_hours=math.ceil(older_than.total_seconds() / 3600),
-                    dry_run=False,
-                    enforce_retention_duration=False,
-                )
-            )
+            # delta-rs lists every expired record, also of files an earlier vacuum already deleted
+            # (review finding: "40 unneeded files deleted" twice): only those on disk are counted
+            listed = table.vacuum(retention_hours=hours, dry_run=True, enforce_retention_duration=False)
+            present = [name for name in listed if (path / name).exists()]
+            table.vacuum(retention_hours=hours, dry_run=False, enforce_retention_duration=False)
         except (DeltaError, OSError) as exc:
             raise StorageError(f"cannot vacuum Delta table {path}: {exc}") from exc
+        return [name for name in present if not (path / name).exists()]
 
 
 class Compactor:

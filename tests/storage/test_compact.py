@@ -13,7 +13,15 @@ import storage
 from service.errors import InputError, StorageError
 from storage import compact
 from storage.commit import SourceBatch, commit_sources, committed_position, open_table
-from storage.compact import TARGET_SIZE, TODAY_TARGET, Compactor, compact_table, compaction_plan, vacuum_table
+from storage.compact import (
+    TARGET_SIZE,
+    TODAY_TARGET,
+    Compactor,
+    compact_table,
+    compaction_plan,
+    vacuum_limit,
+    vacuum_table,
+)
 from storage.export import ExportRequest, export_labelled, manifest_path_for, read_manifest, replay_export
 from storage.layout import Layout
 from storage.policies import policies_from_config
@@ -101,6 +109,8 @@ def test_vacuum_keeps_what_younger_versions_need_and_refuses_short_retentions(
     monkeypatch.setattr(compact, "MIN_VACUUM_RETENTION", dt.timedelta(0))
     removed = vacuum_table(layout.predictions, layout.lock_file("predictions"), older_than=dt.timedelta(0))
     assert len(removed) == 33
+    # the records of the deleted files are still in the log: a second vacuum deletes, and counts, nothing
+    assert vacuum_table(layout.predictions, layout.lock_file("predictions"), older_than=dt.timedelta(0)) == []
     assert _ids(tmp_path) == sorted([f"r{i}{s}" for i in range(33) for s in "ab"] + ["s0", "s1", "s2"])
     with pytest.raises(StorageError, match="needs 33 data file"):
         storage.connect(tmp_path, versions={"predictions": version})
@@ -137,6 +147,26 @@ def test_compact_command_merges_every_table(tmp_path: Path) -> None:
     ]
     bad = run_cli(tmp_path, "compact", "--vacuum-older-than", "soon")
     assert bad.returncode == 2 and "--vacuum-older-than='soon' is not a duration" in bad.stderr
+
+
+def test_a_vacuum_retention_longer_than_the_log_remembers_replaced_files_is_refused(tmp_path: Path) -> None:
+    # a checkpoint drops the record of a file replaced more than delta.deletedFileRetentionDuration ago
+    # (7 days by default), and vacuum finds what to delete through those records: `--vacuum-older-than 30d`
+    # deleted nothing, ever, on a table still written to (review finding)
+    _seed(tmp_path, commits=32)
+    layout = Layout(tmp_path)
+    assert vacuum_limit(layout.predictions) == dt.timedelta(days=7)
+    with pytest.raises(
+        InputError, match=r"vacuum can keep at most 7 days, 0:00:00 of versions of predictions"
+    ):
+        vacuum_table(layout.predictions, layout.lock_file("predictions"), older_than=dt.timedelta(days=30))
+    refused = run_cli(tmp_path, "compact", "--vacuum-older-than", "30d")
+    assert refused.returncode == 2 and "delta.deletedFileRetentionDuration" in refused.stderr
+    assert _files(tmp_path) == 35  # refused before anything was compacted
+    table = DeltaTable(str(layout.predictions))
+    table.alter.set_table_properties({"delta.deletedFileRetentionDuration": "interval 5 weeks"})
+    assert vacuum_limit(layout.predictions) == dt.timedelta(weeks=5)
+    assert run_cli(tmp_path, "compact", "--vacuum-older-than", "30d").returncode == 0
 
 
 def test_compact_command_refuses_a_root_without_tables_and_a_short_retention_first(tmp_path: Path) -> None:
