@@ -30,7 +30,7 @@ def compact_command(
     The API's flusher, `ingest files --follow` and `ingest kafka` already do this every 10 minutes for
     the tables they write; run it after bulk loads, or from cron with --vacuum-older-than.
 
-    Example: hindsight compact --vacuum-older-than 30d
+    Example: hindsight compact --vacuum-older-than 7d
     """
     from service.cli import state_of
     from storage.compact import check_vacuum_retention, compact_table, vacuum_table
