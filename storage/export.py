@@ -166,7 +166,6 @@ def export_labelled(
         )
         select = _select(source, chosen, feature_columns)
         columns = _describe(con, select, params)
-        out.parent.mkdir(parents=True, exist_ok=True)
         rows = _write(con, select, params, out, chosen.fmt)
     finally:
         con.close()
@@ -298,6 +297,12 @@ def _check_targets(out: Path, manifest_path: Path, *, overwrite: bool) -> None:
         for path in (out, manifest_path):
             if path.exists():
                 raise InputError(f"{path} exists; pass --force to replace it")
+    # the folder is made before the query runs, so that a path that cannot be one fails at once with its
+    # reason (it was "unexpected FileExistsError" after the whole label join, review finding)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the folder {out.parent}: {exc.strerror or exc}") from exc
 
 
 def _resolve_versions(root: Path, versions: Mapping[str, int | None]) -> dict[str, int | None]:
@@ -428,19 +433,30 @@ def _refuse_inexact_doubles(
         text = f"json_extract(features, {pointer})::VARCHAR"
         exact = f"TRY_CAST({text} AS HUGEINT)"
         rounded = f"TRY_CAST(CAST({text} AS DOUBLE) AS HUGEINT)"
+        # a number literal, not NaN or (-)Infinity, which the ingest accepts and a double holds as they are
+        literal = f"regexp_matches({text}, '^-?[0-9]')"
         checks.append(
-            f"""count(*) FILTER (WHERE NOT regexp_matches({text}, '[.eE]')
+            f"""count(*) FILTER (WHERE {literal} AND NOT regexp_matches({text}, '[.eE]')
                 AND ({exact} IS NULL OR {rounded} IS DISTINCT FROM {exact}))"""
         )
+        # 1e400 became inf, silently (review finding)
+        checks.append(f"count(*) FILTER (WHERE {literal} AND NOT isfinite(CAST({text} AS DOUBLE)))")
     try:
         row = con.execute(f"SELECT {', '.join(checks)} FROM {source}", params).fetchone()
     except DUCKDB_FAILURES as exc:
         raise QueryError(f"cannot read the features of the exported rows: {failure_text(exc)}") from exc
-    inexact = [f.name for f, count in zip(doubles, row or (), strict=True) if count]
+    counts = list(row or ())
+    inexact = [f.name for f, count in zip(doubles, counts[0::2], strict=True) if count]
     if inexact:
         raise InputError(
             f"feature(s) {inexact} hold integers too large for a number column without rounding; export the "
             "features with --features json"
+        )
+    beyond = [f.name for f, count in zip(doubles, counts[1::2], strict=True) if count]
+    if beyond:
+        raise InputError(
+            f"feature(s) {beyond} hold numbers beyond a double's range (such as 1e400); export the features "
+            "with --features json"
         )
 
 
@@ -454,25 +470,40 @@ def _feature_expr(feature: _Feature, json_type: str) -> str:
     if feature.kind == "VARCHAR":
         value = f"json_extract_string(features, {pointer})"
     elif feature.kind == "JSON":
-        value = f"json_extract(features, {pointer})::{json_type}"
+        # a JSON null is no value (it was the text 'null' in Parquet and CSV, review finding)
+        extracted = f"json_extract(features, {pointer})"
+        value = f"CASE WHEN json_type({extracted}) <> 'NULL' THEN {extracted}::{json_type} END"
     else:
         # a strict cast: a value the type cannot hold (an integer over 2^63) fails the export, never a NULL
         value = f"CAST(json_extract(features, {pointer}) AS {_SCALAR_TYPES[feature.kind]})"
+        if feature.kind == "DOUBLE" and json_type == "JSON":
+            value = _finite(value)
     return f"{value} AS {quote_ident(feature.name)}"
+
+
+def _finite(value: str) -> str:
+    """JSON has no NaN or Infinity (a JSONL line holding one is not JSON, review finding): they are null
+    in JSONL; Parquet and CSV keep them (pandas reads both)."""
+    return f"CASE WHEN isfinite({value}) THEN {value} END"
 
 
 def _select(source: str, request: ExportRequest, features: list[_Feature]) -> str:
     # JSON values (context, nested features, probas in text formats) are text in Parquet and CSV, and
     # objects in JSONL; Parquet keeps probas as a MAP
-    json_type = "JSON" if request.fmt is ExportFormat.jsonl else "VARCHAR"
+    jsonl = request.fmt is ExportFormat.jsonl
+    json_type = "JSON" if jsonl else "VARCHAR"
     probas = "probas" if request.fmt is ExportFormat.parquet else f"to_json(probas)::{json_type}"
+    if jsonl:
+        entries = f"[{{'k': e.key, 'v': {_finite('e.value')}}} for e in map_entries(probas)]"
+        probas = f"to_json(map_from_entries({entries}))"
+    prediction_value, label_value = (_finite(c) if jsonl else c for c in ("prediction_value", "label_value"))
     if request.features is FeatureLayout.columns:
         feature_sql = "".join(f"{_feature_expr(f, json_type)}, " for f in features)
     else:
         feature_sql = f"features::{json_type} AS features, "
     return f"""SELECT record_id, ts, day, service_id, endpoint_id, generation, {feature_sql}
-           context::{json_type} AS context, prediction, prediction_value, {probas} AS probas,
-           outcome_type, label, label_value, label_state, labelled_at,
+           context::{json_type} AS context, prediction, {prediction_value} AS prediction_value,
+           {probas} AS probas, outcome_type, label, {label_value} AS label_value, label_state, labelled_at,
            epoch(label_delay) AS label_delay_seconds, outcome_id, outcome_occurred_at
     FROM {source}
     ORDER BY ts, record_id"""

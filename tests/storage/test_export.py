@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -426,3 +427,65 @@ def test_an_export_cannot_replace_its_own_source_or_a_folder(tmp_path: Path) -> 
         replay_export(read_manifest(manifest_path_for(out)), out, overwrite=True)
     with pytest.raises(InputError, match="is a folder"):
         export_labelled(tmp_path, tmp_path, ExportRequest(FRAUD, as_of=at(60)), policies=policies())
+
+
+def _strict_json(line: str) -> Any:
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_nan_and_infinity_stay_in_parquet_and_are_null_in_jsonl(tmp_path: Path) -> None:
+    # the ingest accepts NaN and Infinity; JSONL lines holding them were not JSON (review finding), and
+    # a NaN feature was refused as an integer too large
+    nan_probas = prediction("r1", at(0), context={"transaction_id": "t1"}, probas={"FRAUD": float("nan")})
+    write_predictions(tmp_path, [scored("r0", 0, "t0", x=float("nan"), y=1.5), nan_probas])
+    write_predictions(tmp_path, [scored("r2", 0, "t2", x=float("-inf"), y=2.0)])
+    write_outcomes(tmp_path, [outcome(f"o{i}", "OK", at(1), key={TX: f"t{i}"}) for i in range(3)])
+    parquet, jsonl = tmp_path / "t.parquet", tmp_path / "t.jsonl"
+    export_labelled(tmp_path, parquet, ExportRequest(FRAUD, as_of=at(60)), policies=policies())
+    xs = [r["x"] for r in read_rows(parquet)]
+    assert math.isnan(xs[0]) and xs[1] is None and xs[2] == float("-inf")
+    request = ExportRequest(FRAUD, as_of=at(60), fmt=ExportFormat.jsonl)
+    export_labelled(tmp_path, jsonl, request, policies=policies())
+    rows = [_strict_json(line) for line in jsonl.read_text().splitlines()]
+    assert [(r["record_id"], r["x"], r["probas"]) for r in rows] == [
+        ("r0", None, {"FRAUD": 0.8, "OK": 0.2}),
+        ("r1", None, {"FRAUD": None}),
+        ("r2", None, {"FRAUD": 0.8, "OK": 0.2}),
+    ]
+
+
+def test_a_number_beyond_a_double_is_refused(tmp_path: Path) -> None:
+    rows = [
+        prediction("r0", at(0), context={"transaction_id": "t0"}, features='{"big": 1e400, "n": {"a": 1}}'),
+        prediction("r1", at(0), context={"transaction_id": "t1"}, features='{"big": 2.5, "n": null}'),
+    ]
+    write_predictions(tmp_path, rows)
+    write_outcomes(tmp_path, [outcome(f"o{i}", "OK", at(1), key={TX: f"t{i}"}) for i in range(2)])
+    out = tmp_path / "t.parquet"
+    with pytest.raises(InputError, match=r"feature\(s\) \['big'\] hold numbers beyond a double's range"):
+        export_labelled(tmp_path, out, ExportRequest(FRAUD, as_of=at(60)), policies=policies())
+    assert not out.exists()
+
+
+def test_a_json_null_in_a_nested_feature_is_no_value(tmp_path: Path) -> None:
+    rows = [
+        prediction("r0", at(0), context={"transaction_id": "t0"}, features='{"n": {"a": 1}}'),
+        prediction("r1", at(0), context={"transaction_id": "t1"}, features='{"n": null}'),
+    ]
+    write_predictions(tmp_path, rows)
+    write_outcomes(tmp_path, [outcome(f"o{i}", "OK", at(1), key={TX: f"t{i}"}) for i in range(2)])
+    out = tmp_path / "t.parquet"
+    export_labelled(tmp_path, out, ExportRequest(FRAUD, as_of=at(60)), policies=policies())
+    assert [r["n"] for r in read_rows(out)] == ['{"a":1}', None]  # was the text 'null'
+
+
+def test_an_output_folder_that_cannot_be_made_fails_before_the_query(tmp_path: Path) -> None:
+    seed(tmp_path)
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    with pytest.raises(StorageError, match=r"cannot create the folder .*afile/sub"):
+        export_labelled(
+            tmp_path, tmp_path / "afile" / "sub" / "t.parquet", ExportRequest(FRAUD), policies=policies()
+        )
