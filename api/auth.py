@@ -58,8 +58,10 @@ def authorize(request: Request, keys: KeyStore, header: str | None, scope: str |
     token = token_from_header(header)
     try:
         if token is None:
+            # a header that holds no key where one is looked for is not "missing" (review finding)
+            what = "unreadable Authorization header" if header and header.strip() else "missing API key"
             raise AuthError(
-                "missing API key: send 'Authorization: Bearer <key>' or HTTP Basic with the key as username",
+                f"{what}: send 'Authorization: Bearer <key>' or HTTP Basic with the key as username",
                 details={"key_id": None},
             )
         key = keys.authenticate(token)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -14,6 +15,7 @@ from api.auth import RequireRead
 from api.models import ErrorResponse
 from api.query_params import check_query
 from api.runtime import RuntimeDep
+from service.errors import InputError, QueryError, StorageError
 from storage.metrics import (
     Cohort,
     MetricsQuery,
@@ -84,6 +86,15 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def _plus_hint(text: str) -> str:
+    """`text`, or an InputError when it looks like an offset whose '+' the URL turned into a space."""
+    if re.search(r"[T ]\d\d:\d\d(:\d\d(\.\d+)?)? \d\d(:?\d\d)?$", text):
+        raise InputError(
+            f"as_of {text!r} is not an ISO 8601 timestamp: a '+' in a URL reads as a space, send it as %2B"
+        )
+    return text
+
+
 @router.get(
     "/v1/metrics",
     response_model=list[CohortMetrics],
@@ -119,12 +130,16 @@ def get_metrics(
     query = MetricsQuery(
         endpoint=None if endpoint is None else parse_endpoint(endpoint),
         by=by,
-        as_of=None if as_of is None else parse_as_of(as_of, "as_of"),
+        as_of=None if as_of is None else parse_as_of(_plus_hint(as_of), "as_of"),
         date_from=parse_day(date_from, "from"),
         date_to=parse_day(date_to, "to"),
         immature_threshold=config.immature_threshold,
     )
-    rows = evaluate(config.root, query, policies=config.policies)
+    try:
+        rows = evaluate(config.root, query, policies=config.policies)
+    except QueryError as exc:
+        # the metrics' SQL is ours and the request's values are bound: a failure is the storage's
+        raise StorageError(exc.message) from exc
     if fmt == "csv":
         return Response(_csv(rows), media_type="text/csv")
     # exclude_unset: the keys of each row are those the CLI prints (a task's own metrics only)

@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 import orjson
 
-from service.errors import InputError, NotFound, QueryError
+from service.errors import InputError, NotFound, QueryError, StorageError
 from storage.layout import Layout
 from storage.outcome_intake import PENDING_COLUMNS, IntakeLog, utc_from_us
 from storage.outcome_model import canonical_key
@@ -124,7 +124,8 @@ def find_outcomes(
         finally:
             con.close()
     except DUCKDB_FAILURES as exc:
-        raise QueryError(f"cannot read outcomes: {failure_text(exc)}") from exc
+        # our own SQL with bound values: a failure is the storage's (a damaged file), not the request's
+        raise StorageError(f"cannot read outcomes: {failure_text(exc)}") from exc
     seen = {item["outcome_id"] for item in found}
     found.extend(item for item in map(_pending_view, pending) if item["outcome_id"] not in seen)
     return sorted(found, key=_sort_key)
@@ -151,7 +152,7 @@ def prediction_with_outcomes(root: Path, intake: IntakeLog | None, record_id: st
         finally:
             con.close()
     except DUCKDB_FAILURES as exc:
-        raise QueryError(f"cannot read predictions: {failure_text(exc)}") from exc
+        raise StorageError(f"cannot read predictions: {failure_text(exc)}") from exc
     if not rows:
         raise NotFound(f"no prediction with record_id {record_id!r}", details={"record_id": record_id})
     prediction = _decode_json_text(rows[0])

@@ -139,3 +139,12 @@ def test_a_whole_key_pasted_for_its_id_revokes_it_and_is_written_nowhere(world) 
     logs = "".join(path.read_text() for path in (srv.root / "logs").glob("*.log"))
     assert f"hsk_{leaked_id}_<redacted>" in logs  # the calls were logged, without their secrets
     assert secret not in logs and "s3cret" not in logs
+
+
+@pytest.mark.parametrize("header", ["Token abc", "Basic not-base64!", "Bearer"])
+def test_an_unreadable_authorization_header_is_not_called_missing(world, header: str) -> None:  # type: ignore[no-untyped-def]
+    srv, _tokens, _revoked = world
+    response = httpx.get(srv.url + "/readyz", headers={"Authorization": header})
+    assert response.status_code == 401
+    assert response.json()["error"]["message"].startswith("unreadable Authorization header: send ")
+    assert httpx.get(srv.url + "/readyz").json()["error"]["message"].startswith("missing API key")

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.errors import SERVER_FAULT_MESSAGE
 from api.routes_metrics import QUERY_PARAMETERS
 from tests.api.conftest import Server, bearer, make_key
 from tests.ingest.file_logs import run_cli
@@ -178,3 +179,42 @@ def test_an_unused_root_path_is_not_touched(running: tuple[Server, dict[str, str
     before = sorted(p.name for p in Path(srv.root, "tables").iterdir())
     get(srv, tokens["read"])
     assert sorted(p.name for p in Path(srv.root, "tables").iterdir()) == before
+
+
+def test_a_damaged_table_is_a_server_fault_whose_cause_stays_in_the_log(tmp_path: Path) -> None:
+    # a damaged Parquet file was a 400 QueryError on one route and a 500 on another, both with the file's
+    # path and DuckDB's text for any client (review finding)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "hindsight.toml").write_text(POLICY, encoding="utf-8")
+    write_predictions(root, [scored("r1", 0, "t1", 0.9)])
+    token = make_key(root, "read", name="r")
+    damaged = next((root / "tables" / "predictions").rglob("*.parquet"))
+    damaged.write_bytes(b"not parquet at all")
+    srv = Server(root)
+    srv.start()
+    try:
+        for path in ("/v1/metrics", "/v1/predictions/r1"):
+            response = httpx.get(srv.url + path, headers=bearer(token), timeout=30)
+            assert response.status_code == 500, (path, response.text)
+            assert response.json()["error"] == {
+                "type": "StorageError",
+                "message": SERVER_FAULT_MESSAGE,
+                "details": None,
+            }
+    finally:
+        srv.stop()
+    assert damaged.name in srv.stderr_path.read_text()  # for the operator
+
+
+def test_an_offset_whose_plus_the_url_made_a_space_gets_a_hint(
+    running: tuple[Server, dict[str, str]],
+) -> None:
+    srv, tokens = running
+    response = httpx.get(
+        f"{srv.url}/v1/metrics?as_of=2026-01-10T10:00:00+05:00", headers=bearer(tokens["read"]), timeout=30
+    )
+    assert response.status_code == 422
+    assert "send it as %2B" in response.json()["error"]["message"]
+    encoded = get(srv, tokens["read"], as_of="2026-01-10T10:00:00+05:00")  # httpx encodes the '+'
+    assert encoded.status_code == 200
