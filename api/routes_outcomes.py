@@ -112,6 +112,8 @@ def get_outcomes(
     summary="A prediction with its outcomes",
 )
 def get_prediction(request: Request, record_id: str, key: RequireRead, runtime: RuntimeDep) -> dict[str, Any]:
-    """The prediction logged for `record_id` and every outcome event recorded for it."""
+    """The prediction logged for `record_id` and the outcome events recorded for it: by its record_id, and
+    by its key under its endpoint's policies."""
     check_query(request, lambda name: False, "none (this route takes no query parameters)")
-    return prediction_with_outcomes(runtime.config.root, runtime.intake, record_id)
+    config = runtime.config
+    return prediction_with_outcomes(config.root, runtime.intake, record_id, config.policies)

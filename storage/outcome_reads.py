@@ -16,6 +16,7 @@ from service.errors import InputError, NotFound, QueryError, StorageError
 from storage.layout import Layout
 from storage.outcome_intake import PENDING_COLUMNS, IntakeLog, utc_from_us
 from storage.outcome_model import canonical_key
+from storage.policies import Policy, load_policies
 from storage.views import DUCKDB_FAILURES, VIEWS, failure_text
 
 _JSON_TEXT_COLUMNS = ("features", "context", "timing", "extra")
@@ -140,8 +141,16 @@ def _decode_json_text(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def prediction_with_outcomes(root: Path, intake: IntakeLog | None, record_id: str) -> dict[str, Any]:
-    """The prediction of `record_id` (from the `predictions` view) and its outcomes; NotFound if none."""
+def prediction_with_outcomes(
+    root: Path, intake: IntakeLog | None, record_id: str, policies: Sequence[Policy] | None = None
+) -> dict[str, Any]:
+    """The prediction of `record_id` (from the `predictions` view) and its outcomes; NotFound if none.
+
+    Its outcomes are those posted for its record_id, and those posted for its key under each policy of
+    its endpoint that joins on a key (of that policy's outcome_type, naming no other endpoint): for the
+    endpoints joined by a business key, the record_id alone found none (review finding). An outcome of a
+    key shared by several predictions may have gone to another of them; `labelled` says which.
+    `policies` None: those of `<root>/hindsight.toml`."""
     try:
         con = _connect(root, ("predictions",))
         try:
@@ -156,4 +165,35 @@ def prediction_with_outcomes(root: Path, intake: IntakeLog | None, record_id: st
     if not rows:
         raise NotFound(f"no prediction with record_id {record_id!r}", details={"record_id": record_id})
     prediction = _decode_json_text(rows[0])
-    return {"prediction": prediction, "outcomes": find_outcomes(root, intake, record_id=record_id)}
+    outcomes = find_outcomes(root, intake, record_id=record_id)
+    seen = {item["outcome_id"] for item in outcomes}
+    for policy in load_policies(root) if policies is None else policies:
+        if (policy.service_id, policy.endpoint_id) != (prediction["service_id"], prediction["endpoint_id"]):
+            continue
+        pairs = _key_of(prediction, policy)
+        if pairs is None:
+            continue
+        for item in find_outcomes(root, intake, keys=key_candidates(pairs)):
+            named = (item["service_id"], item["endpoint_id"])
+            fits = named[0] in (None, policy.service_id) and named[1] in (None, policy.endpoint_id)
+            if fits and item["outcome_type"] == policy.outcome_type and item["outcome_id"] not in seen:
+                seen.add(item["outcome_id"])
+                outcomes.append(item)
+    return {"prediction": prediction, "outcomes": sorted(outcomes, key=_sort_key)}
+
+
+def _key_of(prediction: dict[str, Any], policy: Policy) -> dict[str, str] | None:
+    """The prediction's value of each of the policy's key paths as text (None: a record_id policy, or a
+    path the prediction lacks), compared as text as the label join compares them."""
+    if policy.joins_on_record_id:
+        return None
+    pairs = {}
+    for path in policy.join_on:
+        head, *names = path.split(".")
+        node = prediction.get(head)
+        for name in names:
+            node = node.get(name) if isinstance(node, dict) else None
+        if node is None or isinstance(node, dict | list):
+            return None
+        pairs[path] = node if isinstance(node, str) else orjson.dumps(node).decode()
+    return pairs
