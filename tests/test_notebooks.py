@@ -28,7 +28,7 @@ def test_evaluate_notebook_runs(
 ) -> None:
     (tmp_path / "hindsight.toml").write_text(
         '[[policies]]\nservice_id = "fraud"\nendpoint_id = "score"\njoin_on = "context.transaction_id"\n'
-        'positive = "FRAUD"\nmaturity = "30d"\nimplicit_value = "OK"\n',
+        'positive = "FRAUD"\nmaturity = "30d"\nimplicit_value = "OK"\n[eval]\nimmature_threshold = 0.25\n',
         encoding="utf-8",
     )
     write_predictions(
@@ -61,6 +61,7 @@ def test_evaluate_notebook_runs(
         {"reason": "no prediction with this key", "outcomes": 1}
     ]
     assert {row["task"] for row in namespace["rows"]} == {"binary"}
+    assert namespace["query"].immature_threshold == 0.25  # the [eval] setting, as `hindsight eval` reads it
     out = capsys.readouterr().out
     assert "fraud/score week" in out
     assert "replayed byte for byte: True" in out
