@@ -59,6 +59,19 @@ def eval_command(
     )
     policies = policies_from_config([p.model_dump() for p in settings.policies])
     rows = evaluate(settings.root, query, policies=policies)
+    if query.endpoint is None and query.date_from is None and query.date_to is None:
+        # a policy for `Fraud/score` labelled nothing and the endpoint fell back to the default policy,
+        # with exit code 0 (review finding): ids match exactly, so say which policy found no prediction
+        evaluated = {(row["service_id"], row["endpoint_id"]) for row in rows}
+        for policy in policies:
+            if (policy.service_id, policy.endpoint_id) not in evaluated:
+                named = f"{policy.service_id}/{policy.endpoint_id} ({policy.outcome_type})"
+                typer.echo(
+                    f"warning: the policy for {named} matches no prediction made up to the as-of time; "
+                    "service_id and endpoint_id match exactly (hindsight sql 'SELECT DISTINCT service_id, "
+                    "endpoint_id FROM predictions')",
+                    err=True,
+                )
     if fmt is OutputFormat.json:
         typer.echo(to_json(rows))
         return

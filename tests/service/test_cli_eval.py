@@ -228,3 +228,17 @@ def test_an_endpoints_task_depends_on_the_as_of_time_not_on_the_days_asked(tmp_p
     assert task() == task(date_to=at(30).date()) == {"multiclass"}
     # on Jan 15th only two classes had been logged: binary (was multiclass, from a later prediction)
     assert task(as_of=dt.datetime(2026, 1, 15, tzinfo=dt.UTC)) == {"binary"}
+
+
+def test_a_policy_that_matches_no_prediction_is_warned_about(tmp_path: Path) -> None:
+    # `service_id = "Fraud"` labelled nothing, and fraud/score fell back to the default policy, exit 0
+    (tmp_path / "hindsight.toml").write_text(POLICY.replace('"fraud"', '"Fraud"'), encoding="utf-8")
+    write_predictions(tmp_path, [scored("r1", 0, "t1", 0.9)])
+    result = run_cli(tmp_path, "eval", "--format", "json")
+    assert result.returncode == 0
+    assert [row["endpoint_id"] for row in json.loads(result.stdout)] == ["score"]
+    assert result.stderr.startswith(
+        "warning: the policy for Fraud/score (label) matches no prediction made up"
+    )
+    (tmp_path / "hindsight.toml").write_text(POLICY, encoding="utf-8")
+    assert run_cli(tmp_path, "eval", "--format", "json").stderr == ""
