@@ -87,6 +87,11 @@ def files_command(
         raise InputError("--interval sets the time between scans of --follow; give --follow too")
     settings = state_of(ctx).settings(ingest={"source_tz": source_tz, "follow_interval": interval})
     ingest = settings.ingest
+    # checked once, before anything is created under the root: --follow retried a mistyped path every
+    # interval forever (review finding); a folder that goes away later is retried, as during a redeploy
+    for given in paths:
+        if not given.exists():
+            raise SourceError(f"no such file or folder: {given}")
     ingestor = FileIngestor(
         settings.root,
         source_tz=ingest.source_tz,

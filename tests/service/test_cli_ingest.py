@@ -51,11 +51,14 @@ def test_table_summary_is_one_line(tmp_path: Path) -> None:
     assert "ingesting" not in result.stderr and "\x1b[" not in result.stderr  # no progress off a terminal
 
 
-def test_a_missing_path_is_one_error_line_and_exit_1(tmp_path: Path) -> None:
-    result = run_cli(tmp_path / "root", "ingest", "files", str(tmp_path / "nope"))
+@pytest.mark.parametrize("follow", [[], ["--follow"]], ids=["once", "follow"])
+def test_a_missing_path_is_one_error_line_and_exit_1(tmp_path: Path, follow: list[str]) -> None:
+    # --follow retried a mistyped path forever and exited 0 on SIGTERM (review finding)
+    result = run_cli(tmp_path / "root", "ingest", "files", *follow, str(tmp_path / "nope"))
     assert result.returncode == 1
     assert result.stderr == f"error: no such file or folder: {tmp_path / 'nope'}\n"
     assert result.stdout == ""
+    assert not (tmp_path / "root").exists()  # nothing made under the root either
 
 
 def test_an_unwritable_root_is_one_error_line(tmp_path: Path) -> None:
