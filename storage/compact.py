@@ -56,8 +56,12 @@ def compaction_plan(
     delta-rs rewrites every file of a day below the target, packed into bins up to it (a bin of one file
     is left alone). A day still written to gets a small target (8 MiB), so each compaction rewrites at
     most one partly filled 8 MiB file besides the new small ones; with 128 MiB the same day's data was
-    rewritten every 10 minutes (review finding). A day that is over gets 128 MiB: its 8 MiB files are
-    merged once more, and then it has too few files to be touched again."""
+    rewritten every 10 minutes (review finding). A day that is over gets 128 MiB while all its files are
+    under 8 MiB: they are merged once more, and then it has too few files to be touched again. A day that
+    is over but has a file of 8 MiB or more (merged before, or written by a large batch) and gets late
+    rows (Kafka lag across midnight, a late log) keeps the small target, so the late files are merged among
+    themselves, not with the whole day again (review finding: 5.5 MB rewritten for 640 new rows, each time).
+    """
     table = open_table(path)
     if table is None:
         return []
@@ -74,7 +78,8 @@ def compaction_plan(
         sizes_by_day.setdefault(day, []).append(int(size))
     plan = []
     for day, day_sizes in sorted(sizes_by_day.items(), key=lambda item: str(item[0])):
-        target = TODAY_TARGET if day is None or day >= current else TARGET_SIZE
+        settled = any(size >= TODAY_TARGET for size in day_sizes)
+        target = TODAY_TARGET if day is None or day >= current or settled else TARGET_SIZE
         if sum(1 for size in day_sizes if size < target) >= min_files:
             plan.append((str(day), target))
     return plan

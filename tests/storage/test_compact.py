@@ -127,6 +127,22 @@ def test_a_day_still_written_to_aims_at_smaller_files(tmp_path: Path) -> None:
     ]
 
 
+def test_a_past_day_with_a_large_file_merges_its_late_files_among_themselves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # with the 128 MiB target, every compaction rewrote the whole of such a day with its few late rows
+    write_predictions(tmp_path, [prediction(f"big{i}", at(0, hours=1)) for i in range(3000)])
+    _seed(tmp_path, commits=32)
+    layout = Layout(tmp_path)
+    table = open_table(layout.predictions)
+    assert table is not None
+    largest = max(pa.table(table.get_add_actions(flatten=True))["size_bytes"].to_pylist())
+    monkeypatch.setattr(compact, "TODAY_TARGET", largest)  # the 3,000-row file counts as a large one
+    assert compaction_plan(layout.predictions, today=dt.date(2026, 1, 5)) == [("2026-01-01", largest)]
+    monkeypatch.setattr(compact, "TODAY_TARGET", largest + 1)  # now all are small: one last full merge
+    assert compaction_plan(layout.predictions, today=dt.date(2026, 1, 5)) == [("2026-01-01", TARGET_SIZE)]
+
+
 def test_a_compactor_runs_at_most_every_so_often(tmp_path: Path) -> None:
     _seed(tmp_path, commits=33)
     layout = Layout(tmp_path)
