@@ -91,6 +91,7 @@ class NotFound(HindsightError):
     """The thing asked for does not exist."""
 
     status_code = 404
+    exit_code = 2  # on the command line, a name given that names nothing is bad input (as documented)
 
 
 class AuthError(HindsightError):
