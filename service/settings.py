@@ -384,6 +384,23 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     return model
 
 
+_PATH_SETTINGS = (("root",), ("api", "logs_dir"), ("api", "logging_config"))
+"""The settings that are paths: a relative one in a file is relative to the file's folder."""
+
+
+def _relative_to(values: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """`values` with its relative paths made relative to `folder`: `logs_dir = "audit-logs"` in
+    <root>/hindsight.toml meant a folder under the current one, wherever a command ran (review finding)."""
+    for where in _PATH_SETTINGS:
+        node: Any = values
+        for part in where[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        value = node.get(where[-1]) if isinstance(node, dict) else None
+        if isinstance(value, str) and value.strip() and not Path(value).expanduser().is_absolute():
+            node[where[-1]] = str(folder / value)
+    return values
+
+
 def _given(values: dict[str, Any], loc: tuple[int | str, ...]) -> bool:
     """Whether a source's values hold something at `loc` (keys of tables, indexes of arrays)."""
     node: Any = values
@@ -416,7 +433,7 @@ def load_settings(
     file_values: dict[str, Any] = {}
     path = config if config is not None else chosen_root / CONFIG_FILE_NAME
     if config is not None or path.is_file() or path.is_symlink():
-        file_values = _read_toml(path)
+        file_values = _relative_to(_read_toml(path), path.parent)
     merged = _deep_merge(_deep_merge(file_values, env), overrides or {})
     merged["root"] = root if root is not None else merged.get("root", chosen_root)
     try:

@@ -186,3 +186,17 @@ def test_a_config_file_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
     path.write_bytes('[kafka]\ntopic = "café"\n'.encode("latin-1"))
     with pytest.raises(SettingsLoadError, match=f"config file {re.escape(str(path))} is not UTF-8 text"):
         load_settings(root=tmp_path, config=path)
+
+
+def test_relative_paths_in_a_file_are_relative_to_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # they were relative to wherever the command ran: audit logs landed in the current folder
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    (folder / "h.toml").write_text('root = "data"\n[api]\nlogs_dir = "audit-logs"\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(config=folder / "h.toml")
+    assert (settings.root, settings.api.logs_dir) == (folder / "data", folder / "audit-logs")
+    monkeypatch.setenv("HINDSIGHT_API__LOGS_DIR", "here")  # the environment's stay the current folder's
+    assert load_settings(config=folder / "h.toml").api.logs_dir == Path("here")
