@@ -45,7 +45,11 @@ def create_command(
             scopes=list(created.key.scopes),
         )
     typer.echo(created.token)
-    typer.echo(f"created key {created.key.id} ({' '.join(created.key.scopes)}); keep it safe", err=True)
+    # the store's path: a key created under a mistyped --root is one no server of the real root accepts
+    where = Layout(settings.root).keys_db
+    typer.echo(
+        f"created key {created.key.id} ({' '.join(created.key.scopes)}) in {where}; keep it safe", err=True
+    )
 
 
 @keys_app.command("list")

@@ -100,7 +100,9 @@ def test_keys_revoke_takes_a_whole_key_and_never_prints_its_secret(tmp_path: Pat
     assert (
         missing.returncode == 2 and "s3cret" not in missing.stderr and "hsk_0123456789ab_" in missing.stderr
     )
-    token = run_cli(tmp_path, "keys", "create", "--name", "a", "--scope", "read").stdout.strip()
+    created = run_cli(tmp_path, "keys", "create", "--name", "a", "--scope", "read")
+    assert f" in {tmp_path / 'state' / 'keys.sqlite'}; keep it safe" in created.stderr  # where it went
+    token = created.stdout.strip()
     unknown = run_cli(tmp_path, "keys", "revoke", "hsk_0123456789ab_s3cret")
     assert unknown.returncode == 2 and "s3cret" not in unknown.stderr  # bad input, as documented
     revoked = run_cli(tmp_path, "keys", "revoke", token)
