@@ -312,8 +312,9 @@ class SettingsLoadError(ValueError):
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        # utf-8-sig: a file saved by a Windows editor starts with a byte-order mark, which TOML refused as
+        # "Invalid statement (at line 1, column 1)" (review finding)
+        return tomllib.loads(path.read_bytes().decode("utf-8-sig"))
     except FileNotFoundError as exc:
         if path.is_symlink():
             raise SettingsLoadError(

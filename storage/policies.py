@@ -204,8 +204,7 @@ def load_policies(root: Path | str) -> list[Policy]:
     """The `[[policies]]` declared in `<root>/hindsight.toml` (none when the file does not exist)."""
     path = Layout(Path(root)).config_file
     try:
-        with path.open("rb") as fh:
-            document = tomllib.load(fh)
+        document = tomllib.loads(path.read_bytes().decode("utf-8-sig"))  # a Windows editor's BOM too
     except FileNotFoundError:
         if path.is_symlink():  # a dangling link is a broken config, not "no config" (review finding)
             raise ConfigError(
@@ -214,6 +213,8 @@ def load_policies(root: Path | str) -> list[Policy]:
         return []
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     # The other sections are the CLI's settings, not read here, but a name that is none of them is refused

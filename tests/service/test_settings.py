@@ -200,3 +200,12 @@ def test_relative_paths_in_a_file_are_relative_to_its_folder(
     assert (settings.root, settings.api.logs_dir) == (folder / "data", folder / "audit-logs")
     monkeypatch.setenv("HINDSIGHT_API__LOGS_DIR", "here")  # the environment's stay the current folder's
     assert load_settings(config=folder / "h.toml").api.logs_dir == Path("here")
+
+
+def test_a_config_file_with_a_byte_order_mark_reads_as_without(tmp_path: Path) -> None:
+    from storage.policies import load_policies
+
+    text = '[api]\nport = 9000\n[[policies]]\nservice_id = "s"\nendpoint_id = "e"\n'
+    (tmp_path / "hindsight.toml").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert load_settings(root=tmp_path).api.port == 9000
+    assert [p.service_id for p in load_policies(tmp_path)] == ["s"]
