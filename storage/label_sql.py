@@ -211,7 +211,7 @@ def _ctes(policies: Sequence[Policy]) -> str:
         SELECT o.orow, arg_max(k.record_id, (k.ts_us, k.record_id)), any_value(o.policy_id)
         FROM (SELECT orow, policy_id, jkey, occurred_us, window_us FROM op
               WHERE jkey IS NOT NULL AND attribution = 'last_before') o
-        JOIN kp k ON k.policy_id = o.policy_id AND k.jkey = o.jkey AND k.ts_us < o.occurred_us
+        JOIN kp k ON k.policy_id = o.policy_id AND k.jkey = o.jkey AND k.ts_us <= o.occurred_us
          AND (o.window_us IS NULL OR k.ts_us >= o.occurred_us - o.window_us)
         GROUP BY o.orow
         UNION ALL
@@ -219,7 +219,7 @@ def _ctes(policies: Sequence[Policy]) -> str:
         SELECT o.orow, k.record_id, k.policy_id
         FROM (SELECT orow, policy_id, jkey, occurred_us, window_us FROM op
               WHERE jkey IS NOT NULL AND attribution = 'all_within') o
-        JOIN kp k ON k.policy_id = o.policy_id AND k.jkey = o.jkey AND k.ts_us < o.occurred_us
+        JOIN kp k ON k.policy_id = o.policy_id AND k.jkey = o.jkey AND k.ts_us <= o.occurred_us
          AND (o.window_us IS NULL OR k.ts_us >= o.occurred_us - o.window_us)
     ),
     won AS (
