@@ -215,15 +215,26 @@ class KeyStore:
         cached = self._cache.get(key_id)
         if cached is not None and hmac.compare_digest(cached[0], _digest(token[len(PREFIX) + 13 :])):
             return cached[1]
-        key = self._authenticate_stored(key_id, token)
-        self._cache[key_id] = (_digest(token[len(PREFIX) + 13 :]), key)
+        read_at, key = self._authenticate_stored(key_id, token)
+        # cached only if no commit was seen since the row was read: a check by a concurrent request may
+        # have cleared the cache in between, and a row read before a revocation cached after that check
+        # stayed cached for good (review finding)
+        if read_at == self._data_version:
+            self._cache[key_id] = (_digest(token[len(PREFIX) + 13 :]), key)
         return key
 
-    def _authenticate_stored(self, key_id: str, token: str) -> ApiKey:
-        rows = self._fetch(
-            "SELECT id, name, scopes, created_at, revoked_at, secret_sha256 FROM api_keys WHERE id = ?",
-            (key_id,),
-        )
+    def _authenticate_stored(self, key_id: str, token: str) -> tuple[int, ApiKey]:
+        """The store's data_version read before the row, and the key the row says the token is."""
+        with self._lock:
+            try:
+                read_at = self._con.execute("PRAGMA data_version").fetchone()[0]
+                rows = self._con.execute(
+                    "SELECT id, name, scopes, created_at, revoked_at, secret_sha256 FROM api_keys "
+                    "WHERE id = ?",
+                    (key_id,),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot read key store {self.path}: {exc}") from exc
         secret = token[len(PREFIX) + len(key_id) + 1 :]
         # compare_digest even on a miss, so timing does not tell whether the id exists
         stored = rows[0][5] if rows else b"\0" * 32
@@ -232,7 +243,7 @@ class KeyStore:
         r = rows[0]
         if r[4] is not None:
             raise AuthError("API key revoked", details={"key_id": key_id})
-        return ApiKey(r[0], r[1], tuple(r[2].split()), r[3], r[4])
+        return read_at, ApiKey(r[0], r[1], tuple(r[2].split()), r[3], r[4])
 
     def _execute(self, sql: str, params: tuple[object, ...]) -> None:
         with self._lock:

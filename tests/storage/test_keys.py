@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,12 +92,12 @@ def test_a_revocation_by_another_process_is_seen_whatever_the_files_look_like(
     real_stat = os.stat
     frozen = real_stat(tmp_path)
 
-    def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+    def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
         return (
             frozen
             if str(path).startswith(str(tmp_path / "keys.sqlite"))
             else real_stat(path, *args, **kwargs)
-        )  # type: ignore[arg-type]
+        )
 
     server_side = KeyStore(tmp_path / "keys.sqlite")
     created = server_side.create("x", ["read"])
@@ -111,3 +112,32 @@ def test_a_revocation_by_another_process_is_seen_whatever_the_files_look_like(
     with pytest.raises(AuthError, match="revoked"):
         server_side.authenticate(created.token)
     server_side.close()
+
+
+def test_a_row_read_before_a_revocation_is_not_cached_after_another_request_saw_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # request A reads the row, the CLI revokes, request B's check clears the cache and notes the new
+    # version, then A cached its stale row: the version never changed again, the key worked for good
+    server = KeyStore(tmp_path / "keys.sqlite")
+    victim = server.create("victim", ["read"])
+    other = server.create("other", ["read"])
+    original = server._authenticate_stored
+    interleaved: list[bool] = []
+
+    def read_then_interleave(key_id: str, token: str):  # type: ignore[no-untyped-def]
+        result = original(key_id, token)
+        if key_id == victim.key.id and not interleaved:
+            interleaved.append(True)
+            cli = KeyStore(tmp_path / "keys.sqlite")
+            cli.revoke(victim.key.id)
+            cli.close()
+            server._next_check = 0.0  # request B arrives and checks
+            server.authenticate(other.token)
+        return result
+
+    monkeypatch.setattr(server, "_authenticate_stored", read_then_interleave)
+    assert server.authenticate(victim.token) == victim.key  # A: read before the revocation
+    with pytest.raises(AuthError, match="revoked"):
+        server.authenticate(victim.token)
+    server.close()
