@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import AuthError, Forbidden, HindsightError, WritesStopped
+from storage.keys import redact
 
 log = logging.getLogger("hindsight.api")
 
@@ -30,7 +31,7 @@ async def _hindsight_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.retryable:
         headers["Retry-After"] = "1"
     if exc.status_code >= 500:
-        log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+        log.error("%s %s failed: %s", request.method, redact(request.url.path), exc.message)
     if isinstance(exc, WritesStopped):
         # the cause (server paths, SQLite or delta-rs text) is for the operator's log and /readyz (read
         # scope), not for every client with a write key (review finding)
@@ -73,7 +74,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("%s %s: unexpected error", request.method, request.url.path)
+    log.exception("%s %s: unexpected error", request.method, redact(request.url.path))
     return _shape(500, "InternalError", "internal error; see the server log", None)
 
 

@@ -194,7 +194,7 @@ def test_a_damaged_table_is_a_server_fault_whose_cause_stays_in_the_log(tmp_path
     srv = Server(root)
     srv.start()
     try:
-        for path in ("/v1/metrics", "/v1/predictions/r1"):
+        for path in ("/v1/metrics", "/v1/predictions/r1", "/v1/predictions/hsk_0123456789ab_s3cret"):
             response = httpx.get(srv.url + path, headers=bearer(token), timeout=30)
             assert response.status_code == 500, (path, response.text)
             assert response.json()["error"] == {
@@ -204,7 +204,9 @@ def test_a_damaged_table_is_a_server_fault_whose_cause_stays_in_the_log(tmp_path
             }
     finally:
         srv.stop()
-    assert damaged.name in srv.stderr_path.read_text()  # for the operator
+    log = srv.stderr_path.read_text()
+    assert damaged.name in log  # for the operator
+    assert "hsk_0123456789ab_<redacted>" in log and "s3cret" not in log  # a key pasted into a path
 
 
 def test_an_offset_whose_plus_the_url_made_a_space_gets_a_hint(
