@@ -397,8 +397,10 @@ def _relative_to(values: dict[str, Any], folder: Path) -> dict[str, Any]:
         for part in where[:-1]:
             node = node.get(part) if isinstance(node, dict) else None
         value = node.get(where[-1]) if isinstance(node, dict) else None
-        if isinstance(value, str) and value.strip() and not Path(value).expanduser().is_absolute():
-            node[where[-1]] = str(folder / value)
+        if isinstance(value, str) and value.strip():
+            # `~/x` is the home folder's, as a shell would read it (it was a folder named `~`)
+            path = Path(value).expanduser()
+            node[where[-1]] = str(path if path.is_absolute() else folder / path)
     return values
 
 

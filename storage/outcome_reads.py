@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import itertools
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -164,13 +165,14 @@ def prediction_with_outcomes(
         raise StorageError(f"cannot read predictions: {failure_text(exc)}") from exc
     if not rows:
         raise NotFound(f"no prediction with record_id {record_id!r}", details={"record_id": record_id})
+    logged = {name: rows[0].get(name) for name in ("context", "features")}  # before decoding
     prediction = _decode_json_text(rows[0])
     outcomes = find_outcomes(root, intake, record_id=record_id)
     seen = {item["outcome_id"] for item in outcomes}
     for policy in load_policies(root) if policies is None else policies:
         if (policy.service_id, policy.endpoint_id) != (prediction["service_id"], prediction["endpoint_id"]):
             continue
-        pairs = _key_of(prediction, policy)
+        pairs = _key_of(logged, policy)
         if pairs is None:
             continue
         for item in find_outcomes(root, intake, keys=key_candidates(pairs)):
@@ -182,15 +184,20 @@ def prediction_with_outcomes(
     return {"prediction": prediction, "outcomes": sorted(outcomes, key=_sort_key)}
 
 
-def _key_of(prediction: dict[str, Any], policy: Policy) -> dict[str, str] | None:
+def _key_of(logged: dict[str, Any], policy: Policy) -> dict[str, str] | None:
     """The prediction's value of each of the policy's key paths as text (None: a record_id policy, or a
-    path the prediction lacks), compared as text as the label join compares them."""
+    path the prediction lacks), read from the logged JSON text: an integer keeps its digits (orjson made
+    one beyond 64 bits a float, which no outcome key matched, review finding)."""
     if policy.joins_on_record_id:
         return None
     pairs = {}
     for path in policy.join_on:
         head, *names = path.split(".")
-        node = prediction.get(head)
+        text = logged.get(head)
+        try:
+            node: Any = json.loads(text, parse_int=str) if isinstance(text, str) else None
+        except ValueError:
+            return None
         for name in names:
             node = node.get(name) if isinstance(node, dict) else None
         if node is None or isinstance(node, dict | list):

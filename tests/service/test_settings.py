@@ -200,6 +200,8 @@ def test_relative_paths_in_a_file_are_relative_to_its_folder(
     assert (settings.root, settings.api.logs_dir) == (folder / "data", folder / "audit-logs")
     monkeypatch.setenv("HINDSIGHT_API__LOGS_DIR", "here")  # the environment's stay the current folder's
     assert load_settings(config=folder / "h.toml").api.logs_dir == Path("here")
+    (folder / "h.toml").write_text('root = "~/hs-data"\n', encoding="utf-8")  # was a folder named ~
+    assert load_settings(config=folder / "h.toml").root == Path.home() / "hs-data"
 
 
 def test_a_config_file_with_a_byte_order_mark_reads_as_without(tmp_path: Path) -> None:

@@ -55,3 +55,15 @@ def test_a_prediction_joined_by_a_key_shows_the_outcomes_of_its_key(tmp_path: Pa
     )
     read_from_root = prediction_with_outcomes(tmp_path, None, "r2")
     assert [o["outcome_id"] for o in read_from_root["outcomes"]] == ["other-key"]
+
+
+def test_a_key_is_read_from_the_logged_text(tmp_path: Path) -> None:
+    # an integer beyond 64 bits was read as a float, so the outcome the label join gives it was not shown
+    big = "12345678901234567890123"
+    write_predictions(tmp_path, [prediction("r1", at(0), context='{"tx": ' + big + "}")])
+    write_outcomes(tmp_path, [outcome("o1", "FRAUD", at(1), key={"context.tx": big})])
+    policies = policies_from_config(
+        [{"service_id": "fraud", "endpoint_id": "score", "join_on": "context.tx"}]
+    )
+    found = prediction_with_outcomes(tmp_path, None, "r1", policies)
+    assert [o["outcome_id"] for o in found["outcomes"]] == ["o1"]
