@@ -166,6 +166,7 @@ def export_labelled(
         )
         select = _select(source, chosen, feature_columns)
         columns = _describe(con, select, params)
+        _make_folder(out)
         rows = _write(con, select, params, out, chosen.fmt)
     finally:
         con.close()
@@ -297,8 +298,19 @@ def _check_targets(out: Path, manifest_path: Path, *, overwrite: bool) -> None:
         for path in (out, manifest_path):
             if path.exists():
                 raise InputError(f"{path} exists; pass --force to replace it")
-    # the folder is made before the query runs, so that a path that cannot be one fails at once with its
-    # reason (it was "unexpected FileExistsError" after the whole label join, review finding)
+    # a folder that cannot be made fails now, with its reason (it was "unexpected FileExistsError" after
+    # the whole label join, review finding); it is made only when the file is written, so that an export
+    # refused for another reason leaves no empty folder behind
+    existing = out.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise StorageError(f"cannot create the folder {out.parent}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StorageError(f"cannot create the folder {out.parent}: {existing} is not writable")
+
+
+def _make_folder(out: Path) -> None:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

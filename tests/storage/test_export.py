@@ -485,7 +485,13 @@ def test_a_json_null_in_a_nested_feature_is_no_value(tmp_path: Path) -> None:
 def test_an_output_folder_that_cannot_be_made_fails_before_the_query(tmp_path: Path) -> None:
     seed(tmp_path)
     (tmp_path / "afile").write_text("x", encoding="utf-8")
-    with pytest.raises(StorageError, match=r"cannot create the folder .*afile/sub"):
+    with pytest.raises(StorageError, match=r"cannot create the folder .*afile/sub: .*afile is not a folder"):
         export_labelled(
             tmp_path, tmp_path / "afile" / "sub" / "t.parquet", ExportRequest(FRAUD), policies=policies()
         )
+    # refused for another reason, an export leaves no empty folder behind
+    with pytest.raises(InputError, match="unknown endpoint"):
+        export_labelled(
+            tmp_path, tmp_path / "new" / "t.parquet", ExportRequest(("fraud", "scor")), policies=policies()
+        )
+    assert not (tmp_path / "new").exists()
