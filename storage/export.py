@@ -164,6 +164,8 @@ def export_labelled(
         feature_columns = (
             _feature_columns(con, source, params) if chosen.features is FeatureLayout.columns else []
         )
+        if chosen.fmt is ExportFormat.jsonl:
+            _refuse_non_finite_json(con, source, params, chosen, feature_columns)
         select = _select(source, chosen, feature_columns)
         columns = _describe(con, select, params)
         _make_folder(out)
@@ -469,6 +471,41 @@ def _refuse_inexact_doubles(
         raise InputError(
             f"feature(s) {beyond} hold numbers beyond a double's range (such as 1e400); export the features "
             "with --features json"
+        )
+
+
+_NON_FINITE_TOKEN = r'^(?:[^"]|"(?:[^"\\]|\\.)*")*?[\[:,]\s*-?(?:NaN|Infinity)'
+"""A NaN or (-)Infinity token outside the strings of a JSON text (the ingest accepts them, JSON has none)."""
+
+
+def _refuse_non_finite_json(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    params: list[Any],
+    request: ExportRequest,
+    features: list[_Feature],
+) -> None:
+    """An InputError when a JSON value a JSONL export writes as it was logged holds NaN or Infinity: the
+    line would not be JSON (review finding). Number columns and probas are made null instead."""
+    texts = {"context": "context"}
+    if request.features is FeatureLayout.json:
+        texts["features"] = "features"
+    for feature in features:
+        if feature.kind == "JSON":
+            texts[feature.name] = f"json_extract(features, {_pointer(feature)})::VARCHAR"
+    pattern = quote_literal(_NON_FINITE_TOKEN)
+    counts = ", ".join(
+        f"count(*) FILTER (WHERE regexp_matches({text}, {pattern}))" for text in texts.values()
+    )
+    try:
+        row = con.execute(f"SELECT {counts} FROM {source}", params).fetchone()
+    except DUCKDB_FAILURES as exc:
+        raise QueryError(f"cannot read the exported rows: {failure_text(exc)}") from exc
+    bad = [name for name, count in zip(texts, row or (), strict=True) if count]
+    if bad:
+        raise InputError(
+            f"{', '.join(bad)} of some rows hold NaN or Infinity, which JSON cannot hold: export them as "
+            "Parquet or CSV (which keep them)"
         )
 
 

@@ -495,3 +495,24 @@ def test_an_output_folder_that_cannot_be_made_fails_before_the_query(tmp_path: P
             tmp_path, tmp_path / "new" / "t.parquet", ExportRequest(("fraud", "scor")), policies=policies()
         )
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize(
+    ("logged", "column"),
+    [
+        ({"context": '{"transaction_id": "t0", "z": NaN}'}, "context"),
+        ({"features": '{"n": {"a": NaN}}'}, "n"),
+    ],
+)
+def test_a_jsonl_export_refuses_nan_it_would_write_as_logged(
+    tmp_path: Path, logged: dict[str, str], column: str
+) -> None:
+    # context, and nested features, are written as logged: their NaN made lines that are not JSON
+    row = prediction("r0", at(0), **{"context": '{"transaction_id": "t0"}', **logged})
+    write_predictions(tmp_path, [row])
+    write_outcomes(tmp_path, [outcome("o0", "OK", at(1), key={TX: "t0"})])
+    request = ExportRequest(FRAUD, as_of=at(60), fmt=ExportFormat.jsonl)
+    with pytest.raises(InputError, match=f"^{column} of some rows hold NaN or Infinity, which JSON cannot"):
+        export_labelled(tmp_path, tmp_path / "t.jsonl", request, policies=policies())
+    export_labelled(tmp_path, tmp_path / "t.parquet", ExportRequest(FRAUD, as_of=at(60)), policies=policies())
+    assert len(read_rows(tmp_path / "t.parquet")) == 1
