@@ -61,7 +61,7 @@ def compaction_plan(
     is over but has a file of 8 MiB or more (merged before, or written by a large batch) and gets late
     rows (Kafka lag across midnight, a late log) keeps the small target, so the late files are merged among
     themselves, not with the whole day again (review finding: a day rewritten whole for 640 late rows at
-    every compaction); a smaller day is rewritten with them, at most 8 MiB, the bound of a day still written to.
+    every compaction); a smaller day is rewritten with them, at most 8 MiB: the bound of a day written to.
     """
     table = open_table(path)
     if table is None:
