@@ -91,7 +91,7 @@ def files_command(
     # interval forever (review finding); a folder that goes away later is retried, as during a redeploy
     for given in paths:
         if not given.exists():
-            raise SourceError(f"no such file or folder: {given}")
+            raise InputError(f"no such file or folder: {given}")  # bad input: exit code 2
     ingestor = FileIngestor(
         settings.root,
         source_tz=ingest.source_tz,

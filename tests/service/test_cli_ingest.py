@@ -52,10 +52,10 @@ def test_table_summary_is_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("follow", [[], ["--follow"]], ids=["once", "follow"])
-def test_a_missing_path_is_one_error_line_and_exit_1(tmp_path: Path, follow: list[str]) -> None:
-    # --follow retried a mistyped path forever and exited 0 on SIGTERM (review finding)
+def test_a_missing_path_is_one_error_line_and_exit_2(tmp_path: Path, follow: list[str]) -> None:
+    # --follow retried a mistyped path forever and exited 0 on SIGTERM (review finding); bad input is 2
     result = run_cli(tmp_path / "root", "ingest", "files", *follow, str(tmp_path / "nope"))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr == f"error: no such file or folder: {tmp_path / 'nope'}\n"
     assert result.stdout == ""
     assert not (tmp_path / "root").exists()  # nothing made under the root either
