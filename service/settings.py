@@ -408,10 +408,13 @@ def _given(values: dict[str, Any], loc: tuple[int | str, ...]) -> bool:
     """Whether a source's values hold something at `loc` (keys of tables, indexes of arrays)."""
     node: Any = values
     for part in loc:
-        inside = part in node if isinstance(node, dict) else isinstance(part, int) and 0 <= part < len(node)
-        if not isinstance(node, dict | list) or not inside:
-            return False
-        node = node[part] if isinstance(node, dict) else node[int(part)]
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            continue
+        if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            continue
+        return False
     return True
 
 
