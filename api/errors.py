@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import AuthError, Forbidden, HindsightError, WritesStopped
+from service.errors import AuthError, Forbidden, HindsightError, StorageError, WritesStopped
 from storage.keys import redact
 
 log = logging.getLogger("hindsight.api")
@@ -36,8 +36,8 @@ async def _hindsight_error(request: Request, exc: Exception) -> JSONResponse:
         # the cause (server paths, SQLite or delta-rs text) is for the operator's log and /readyz (read
         # scope), not for every client with a write key (review finding)
         return _shape(exc.status_code, exc.type_name, WRITES_STOPPED_MESSAGE, None, **headers)
-    if exc.status_code == 500:
-        # likewise a server fault's cause (a damaged table file named by its path, review finding)
+    if isinstance(exc, StorageError):
+        # likewise a storage fault's cause (a damaged table file named by its path, review finding)
         return _shape(500, exc.type_name, SERVER_FAULT_MESSAGE, None, **headers)
     return _shape(exc.status_code, exc.type_name, exc.message, exc.details, **headers)
 
