@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import Request
+from fastapi import Depends, Request
 from starlette.requests import ClientDisconnect
 
 from service.errors import InputError, InvalidOutcome, PayloadTooLarge, UnsupportedMediaType
@@ -92,6 +92,21 @@ def parse_items(kind: str, body: bytes) -> list[Any]:
     if isinstance(parsed, dict):
         return [parsed]
     raise _bad_body('the body must be an outcome object or {"outcomes": [...]}')
+
+
+def require_json(request: Request) -> None:
+    """A dependency for routes whose body is one JSON object: any other Content-Type, or a charset
+    other than UTF-8, is a 415 (FastAPI's own check answers 422, as if the fields were wrong)."""
+    kind = media_type(request)
+    if kind not in JSON_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type {kind or '(none)'!r} is not accepted; use application/json",
+            details={"content_type": kind or None, "accepted": list(JSON_TYPES)},
+        )
+    _check_charset(request)
+
+
+JsonBody = Annotated[None, Depends(require_json)]
 
 
 async def read_outcome_items(request: Request, max_bytes: int) -> list[Any]:

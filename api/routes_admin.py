@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 
 from api.audit import admin_log, audit
 from api.auth import RequireAdmin, client_ip
+from api.body import JsonBody
 from api.models import ErrorResponse, KeyCreate, KeyCreated, KeyInfo, KeyListing
 from api.runtime import RuntimeDep
 
@@ -21,8 +22,16 @@ def list_keys(key: RequireAdmin, runtime: RuntimeDep) -> dict[str, Any]:
     return {"keys": [k.as_dict() for k in runtime.keys.list()]}
 
 
-@router.post("", response_model=KeyCreated, status_code=201, responses=_ERRORS, summary="Create an API key")
-def create_key(body: KeyCreate, request: Request, key: RequireAdmin, runtime: RuntimeDep) -> dict[str, Any]:
+@router.post(
+    "",
+    response_model=KeyCreated,
+    status_code=201,
+    responses={**_ERRORS, 415: {"model": ErrorResponse}},
+    summary="Create an API key",
+)
+def create_key(
+    body: KeyCreate, request: Request, key: RequireAdmin, runtime: RuntimeDep, _json: JsonBody
+) -> dict[str, Any]:
     """Create a key; the token in the answer is shown this once."""
     created = runtime.keys.create(body.name, body.scopes)
     audit(

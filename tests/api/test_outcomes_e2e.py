@@ -281,6 +281,16 @@ def test_every_endpoint_answers_errors_in_one_shape(server: Server, keys: Keys) 
     # an unknown field was dropped: a key asked to expire was created without expiry
     expiring = {"name": "x", "scopes": ["read"], "expires_at": "2026-12-31T00:00:00Z"}
     _assert_error(httpx.post(f"{server.url}/v1/admin/keys", json=expiring, headers=admin), 422, "InputError")
+    # a body that is not declared JSON is a 415 (FastAPI alone answered 422), after the key check
+    keys_url, body = f"{server.url}/v1/admin/keys", b'{"name": "f", "scopes": ["read"]}'
+    as_form = {"content-type": "application/x-www-form-urlencoded"}
+    latin = {"content-type": "application/json; charset=latin-1"}
+    _assert_error(httpx.post(keys_url, content=body, headers=admin | as_form), 415, "UnsupportedMediaType")
+    _assert_error(httpx.post(keys_url, content=body, headers=admin | latin), 415, "UnsupportedMediaType")
+    _assert_error(httpx.post(keys_url, content=body, headers=as_form), 401, "AuthError")
+    assert "f" not in [k["name"] for k in httpx.get(keys_url, headers=admin).json()["keys"]]
+    as_json = {"content-type": "application/json"}
+    assert httpx.post(keys_url, content=body, headers=admin | as_json).status_code == 201
     _assert_error(httpx.delete(f"{server.url}/v1/admin/keys/000000000000", headers=admin), 404, "NotFound")
 
 
