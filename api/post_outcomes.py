@@ -18,8 +18,9 @@ from api.audit import audit, outcomes_log
 from api.auth import authorize, client_ip
 from api.body import NDJSON_TYPES, read_outcome_items
 from api.runtime import runtime_of
+from service.errors import InvalidOutcome
 from storage.crashpoints import crash_point
-from storage.outcome_model import Outcome, parse_outcomes
+from storage.outcome_model import Outcome, conflict_within, parse_outcomes, repeated_detail
 
 PATH = "/v1/outcomes"
 INLINE_BELOW = 64  # validate small bodies on the event loop; larger ones in a worker thread
@@ -36,12 +37,13 @@ class PostOutcomes:
         request = Request(scope, receive)
         runtime = runtime_of(request)
         key = authorize(request, runtime.keys, request.headers.get("authorization"), "outcomes:write")
-        items = await read_outcome_items(request, runtime.config.max_body_bytes)
         limit = runtime.config.max_batch_items
+        items = await read_outcome_items(request, runtime.config.max_body_bytes, limit)
         if len(items) < INLINE_BELOW:
             outcomes = parse_outcomes(items, max_items=limit)
         else:
             outcomes = await run_in_threadpool(parse_outcomes, items, max_items=limit)
+        _refuse_conflicts_within(outcomes)
         statuses = await runtime.store(outcomes, key.id)
         crash_point("outcomes.before_response")
         body, created = _results(outcomes, statuses)
@@ -66,6 +68,19 @@ class PostOutcomes:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _refuse_conflicts_within(outcomes: list[Outcome]) -> None:
+    """A 422 for an outcome_id given twice in the request with different contents (the intake log's 409
+    said "already stored with a different body" of an id stored nowhere; review finding)."""
+    conflict = conflict_within(outcomes)
+    if conflict is not None:
+        earlier, later = conflict
+        raise InvalidOutcome(
+            f"outcome_id {outcomes[later].outcome_id!r} comes twice in this request with different contents "
+            f"(items {earlier} and {later}); nothing was stored",
+            details=[repeated_detail(later)],
+        )
 
 
 def _results(outcomes: list[Outcome], statuses: list[str]) -> tuple[bytes, list[str]]:

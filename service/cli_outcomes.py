@@ -31,16 +31,26 @@ def import_command(
     from storage.outcome_import import import_outcomes
 
     settings = state_of(ctx).settings()
-    with audit_log(settings):
-        report = import_outcomes(settings.root, path, fmt=input_format)
+
+    def stored(created: int, duplicate: int) -> None:
+        # audited and said once durable, before the flush: a Ctrl-C or a failure while it waits or writes
+        # leaves the outcomes stored (the server's flusher or the next import moves them to Delta)
         audit(
             outcomes_log,
             "outcomes_imported",
             key_id=None,
             path=str(path),
-            created=report.created,
-            duplicate=report.duplicate,
+            created=created,
+            duplicate=duplicate,
         )
+        typer.echo(
+            f"stored {created} new outcome(s) ({duplicate} already stored) in the intake log; "
+            "moving them to Delta",
+            err=True,
+        )
+
+    with audit_log(settings):
+        report = import_outcomes(settings.root, path, fmt=input_format, stored=stored)
     columns = ["file", "format", "created", "duplicate", "flushed"]
     row = [str(report.path), report.file_format, report.created, report.duplicate, report.flushed]
     typer.echo(render_rows(columns, [row], fmt))

@@ -136,7 +136,10 @@ class ApiSettings(_Section):
     host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 for every interface).")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
     max_body_bytes: int = Field(
-        16 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above)."
+        16 * 1024 * 1024,
+        gt=0,
+        le=512 * 1024 * 1024,  # a body is held, parsed and stored in memory; bulk files: `outcomes import`
+        description="Largest request body accepted (413 above); at most 512 MiB.",
     )
     max_batch_items: int = Field(10_000, gt=0, description="Most outcomes in one request.")
     flush_interval: float = Field(

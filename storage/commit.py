@@ -9,7 +9,9 @@ any crash the table itself says exactly how far each source got. Steps, in order
 3. drop rows whose `source_position` < `v` (already committed by us before a crash, or by a
    fenced-off writer): this is what makes replays and stale writers harmless;
 4. `commit.before` write the Parquet files and commit rows + new positions in one Delta commit;
-5. `commit.after`  the commit is durable; only now may the caller move checkpoints or acknowledge.
+5. `commit.after`  the commit's files, log entry and folders are fsynced (`sync_commits`: delta-rs
+   renames them into place without an fsync), so the commit is durable; only now may the caller
+   move checkpoints or acknowledge.
 
 A crash before step 4 completes leaves at most unreferenced Parquet files, which readers ignore.
 """
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
@@ -186,8 +189,61 @@ def commit_sources(
         except BaseException as exc:
             _reraise_control_flow(exc)
             raise StorageError(f"cannot commit to Delta table {table_path}: delta-rs failed: {exc}") from exc
-        crash_point("commit.after")
         report.rows_written = data.num_rows
         table = open_table(table_path)
         report.version = None if table is None else table.version()
+        if report.version is not None:
+            sync_commits(table_path, report.version, report.version)
+        crash_point("commit.after")
     return report
+
+
+def sync_commits(table_path: Path, first: int, last: int) -> None:
+    """fsync what Delta versions `first`..`last` of the table wrote: the data files they add, their log
+    entries (and a checkpoint of one of them), and every folder that gained an entry.
+
+    delta-rs (object_store's local file system) writes a file and renames or links it into place
+    without an fsync, so after a power cut or an OS crash a commit already reported done may be gone,
+    or its log entry empty. The outcome flusher deletes intake rows once their commit is done, so an
+    acknowledged outcome could have been lost that way (review finding)."""
+    log_dir = table_path / "_delta_log"
+    files: list[Path] = []
+    for version in range(first, last + 1):
+        entry = log_dir / f"{version:020d}.json"
+        files.append(entry)
+        files.extend(_added_files(table_path, entry))
+        checkpoint = log_dir / f"{version:020d}.checkpoint.parquet"
+        if checkpoint.exists():
+            files += [checkpoint, log_dir / "_last_checkpoint"]
+    folders = {table_path.parent, table_path, log_dir}
+    for path in files:
+        folders.update([path.parent, path.parent.parent] if path.parent != log_dir else [])
+    try:
+        for path in [*files, *sorted(folders, key=lambda p: len(p.parts), reverse=True)]:
+            if path.exists():
+                _fsync(path)
+    except OSError as exc:
+        raise StorageError(f"cannot make the commit to Delta table {table_path} durable: {exc}") from exc
+
+
+def _added_files(table_path: Path, entry: Path) -> list[Path]:
+    """The data files a log entry adds (its `add` actions' paths, relative and URL-encoded)."""
+    added = []
+    try:
+        lines = entry.read_bytes().splitlines()
+    except OSError as exc:
+        raise StorageError(f"cannot read Delta log entry {entry}: {exc}") from exc
+    for line in lines:
+        action = orjson.loads(line) if line.strip() else {}
+        path = action.get("add", {}).get("path") if isinstance(action, dict) else None
+        if isinstance(path, str) and "://" not in path:
+            added.append(table_path / unquote(path))
+    return added
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -22,7 +22,7 @@ import pyarrow as pa
 from deltalake.exceptions import DeltaError
 
 from service.errors import InputError, StorageError
-from storage.commit import open_table, table_lock
+from storage.commit import open_table, sync_commits, table_lock
 from storage.layout import Layout
 
 log = logging.getLogger("hindsight.compact")
@@ -95,6 +95,7 @@ def compact_table(path: Path, lock_path: Path, *, min_files: int = MIN_FILES) ->
         raise InputError(f"compaction needs at least 2 files a day to merge, not {min_files}")
     report = CompactReport(table=path.name)
     with table_lock(lock_path):
+        before = open_table(path)
         for day, target in compaction_plan(path, min_files=min_files):
             table = open_table(path)
             if table is None:
@@ -108,6 +109,8 @@ def compact_table(path: Path, lock_path: Path, *, min_files: int = MIN_FILES) ->
             report.files_added += int(metrics.get("numFilesAdded", 0))
         table = open_table(path)
         report.version = None if table is None else table.version()
+        if before is not None and report.version is not None and report.version > before.version():
+            sync_commits(path, before.version() + 1, report.version)
     if report.days:
         log.info(
             "compacted %s: %d files into %d over %d day(s)",

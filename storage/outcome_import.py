@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from hashlib import blake2b
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from service.errors import InputError, InvalidOutcome, SourceError
 from storage.layout import Layout
 from storage.outcome_flush import flush_once
 from storage.outcome_intake import open_intake
-from storage.outcome_model import Outcome, parse_outcomes
+from storage.outcome_model import Outcome, conflict_within, parse_outcomes, repeated_detail
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 _JSON_CELLS = ("key", "attributes")
@@ -53,18 +55,23 @@ def file_format(path: Path, explicit: str | None = None) -> str:
     return chosen
 
 
-def _bad(index: int, field: str, message: str) -> InvalidOutcome:
+Place = tuple[str, int]
+"""Where a record is in its file: ("line", n) in CSV and JSONL (its first line, counted from 1 with the
+CSV header), ("row", n) in Parquet (counted from 1)."""
+
+
+def _bad(index: int, place: Place, field: str, message: str) -> InvalidOutcome:
     return InvalidOutcome(
-        f"record {index}: {field}: {message}",
-        details=[{"index": index, "field": field, "loc": [field], "message": message}],
+        f"{place[0]} {place[1]}: {field}: {message}",
+        details=[{"index": index, place[0]: place[1], "field": field, "loc": [field], "message": message}],
     )
 
 
-def _json_cell(index: int, name: str, text: str) -> Any:
+def _json_cell(index: int, place: Place, name: str, text: str) -> Any:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise _bad(index, name, f"not valid JSON: {exc}") from exc
+        raise _bad(index, place, name, f"not valid JSON: {exc}") from exc
 
 
 def _csv_value(text: str) -> Any:
@@ -75,16 +82,16 @@ def _csv_value(text: str) -> Any:
     return parsed if isinstance(parsed, bool | int | float) else text
 
 
-def _fold_key_columns(index: int, row: dict[str, Any]) -> dict[str, Any]:
+def _fold_key_columns(index: int, place: Place, row: dict[str, Any]) -> dict[str, Any]:
     pairs = {name[len("key.") :]: row.pop(name) for name in [n for n in row if n.startswith("key.")]}
     if pairs:
         if "key" in row:
-            raise _bad(index, "key", "give key.<path> columns or a key column, not both")
+            raise _bad(index, place, "key", "give key.<path> columns or a key column, not both")
         row["key"] = pairs
     return row
 
 
-def _csv_items(path: Path) -> Iterator[dict[str, Any]]:
+def _csv_items(path: Path) -> Iterator[tuple[Place, dict[str, Any]]]:
     # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which became part of the first
     # column's name (`\ufeffoutcome_id: Extra inputs are not permitted`; review finding)
     with path.open(newline="", encoding="utf-8-sig") as fh:
@@ -99,33 +106,39 @@ def _csv_items(path: Path) -> Iterator[dict[str, Any]]:
                     {"index": None, "field": "header", "loc": ["header"], "message": "repeated columns"}
                 ],
             )
+        ended = reader.line_num  # the line the previous record ended on (a quoted cell may span lines)
         for index, raw in enumerate(reader):
+            place, ended = ("line", ended + 1), reader.line_num
             if None in raw:
-                raise _bad(index, "row", "more cells than header columns")
+                raise _bad(index, place, "row", "more cells than header columns")
             if any(value is None for value in raw.values()):
                 # DictReader fills a short row with None, which read as absent fields (review finding)
-                raise _bad(index, "row", "fewer cells than header columns")
+                raise _bad(index, place, "row", "fewer cells than header columns")
             row: dict[str, Any] = {k: v for k, v in raw.items() if v not in ("", None)}
             for name in _JSON_CELLS:
                 if name in row:
-                    row[name] = _json_cell(index, name, row[name])
+                    row[name] = _json_cell(index, place, name, row[name])
             if "value" in row:
                 row["value"] = _csv_value(row["value"])
-            yield _fold_key_columns(index, row)
+            yield place, _fold_key_columns(index, place, row)
 
 
-def _jsonl_items(path: Path) -> Iterator[Any]:
+def _jsonl_items(path: Path) -> Iterator[tuple[Place, Any]]:
     with path.open("rb") as fh:
         index = 0
-        for number, line in enumerate(fh):
-            if number == 0 and line.startswith(b"\xef\xbb\xbf"):
+        for number, line in enumerate(fh, start=1):
+            if number == 1 and line.startswith(b"\xef\xbb\xbf"):
                 line = line[3:]  # a byte-order mark, as some editors write
             if not line.strip():
                 continue
             try:
-                yield orjson.loads(line)
+                item = orjson.loads(line.rstrip(b"\r\n"))
             except orjson.JSONDecodeError as exc:
-                raise _bad(index, "line", f"not valid JSON: {exc}") from exc
+                # orjson's own position ("line 1 column 18") is within this one line: give the column
+                raise _bad(
+                    index, ("line", number), "line", f"not valid JSON: {exc.msg} at column {exc.colno}"
+                ) from exc
+            yield ("line", number), item
             index += 1
 
 
@@ -136,68 +149,119 @@ def _parquet_cell(value: Any) -> Any:
     return value
 
 
-def _parquet_items(path: Path) -> Iterator[dict[str, Any]]:
+def _parquet_items(path: Path) -> Iterator[tuple[Place, dict[str, Any]]]:
     try:
         rows = pq.read_table(path).to_pylist()
     except (pa.ArrowException, OSError) as exc:
         raise SourceError(f"cannot read Parquet file {path}: {exc}") from exc
     for index, raw in enumerate(rows):
+        place = ("row", index + 1)
         row = {k: _parquet_cell(v) for k, v in raw.items() if v is not None}
         for name in _JSON_CELLS:
             if isinstance(row.get(name), str):
-                row[name] = _json_cell(index, name, row[name])
+                row[name] = _json_cell(index, place, name, row[name])
             elif isinstance(row.get(name), list):  # a Parquet MAP reads as a list of (key, value) pairs
                 row[name] = dict(row[name])
-        yield _fold_key_columns(index, row)
+        yield place, _fold_key_columns(index, place, row)
 
 
-def read_outcome_file(path: Path, fmt: str) -> list[Any]:
-    """The outcome objects of a file, as the API would receive them."""
+def read_outcome_file(path: Path, fmt: str) -> tuple[list[Any], list[Place]]:
+    """The outcome objects of a file, as the API would receive them, and where each one is."""
     readers = {"csv": _csv_items, "jsonl": _jsonl_items, "parquet": _parquet_items}
     try:
-        return list(readers[fmt](path))
+        records = list(readers[fmt](path))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise SourceError(f"cannot read {path}: {exc}") from exc
+    return [item for _, item in records], [place for place, _ in records]
 
 
-def validate_file(path: Path, fmt: str | None = None) -> list[Outcome]:
-    """Every outcome of the file, validated (any invalid record rejects the file)."""
-    return parse_outcomes(read_outcome_file(path, file_format(path, fmt)))
+def validate_file(path: Path, fmt: str) -> list[Outcome]:
+    """Every outcome of the file, validated: any invalid record rejects the file, and errors name it by its
+    line (row in Parquet), not by its position among the records (review finding)."""
+    items, places = read_outcome_file(path, fmt)
+    try:
+        outcomes = parse_outcomes(items)
+    except InvalidOutcome as exc:
+        raise _placed(exc, places) from exc
+    conflict = conflict_within(outcomes)
+    if conflict is not None:
+        earlier, later = (places[i] for i in conflict)
+        raise InvalidOutcome(
+            f"outcome_id {outcomes[conflict[1]].outcome_id!r} comes twice in the file with different "
+            f"contents ({earlier[0]}s {earlier[1]} and {later[1]}); nothing was stored",
+            details=[_place_detail(repeated_detail(conflict[1]), places)],
+        )
+    return outcomes
 
 
-def _refuse_conflicts_within(outcomes: list[Outcome]) -> None:
-    """An InvalidOutcome when one outcome_id comes twice in the file with different contents: the intake
-    log said "already stored with a different body", which sent people looking for an earlier import."""
-    first: dict[str, tuple[int, str]] = {}
-    for index, outcome in enumerate(outcomes):
-        if outcome.generated_id:
-            continue
-        seen = first.setdefault(outcome.outcome_id, (index, outcome.fingerprint))
-        if seen[1] != outcome.fingerprint:
-            raise InvalidOutcome(
-                f"outcome_id {outcome.outcome_id!r} comes twice in the file with different contents "
-                f"(items {seen[0]} and {index}, counted from 0 without a CSV header); nothing was stored",
-                details=[
-                    {
-                        "index": index,
-                        "field": "outcome_id",
-                        "loc": [index, "outcome_id"],
-                        "message": "repeated",
-                    }
-                ],
-            )
+def _place_detail(detail: dict[str, Any], places: list[Place]) -> dict[str, Any]:
+    index = detail.get("index")
+    if not isinstance(index, int) or not 0 <= index < len(places):
+        return detail
+    unit, number = places[index]
+    return {**detail, unit: number}
+
+
+def _placed(exc: InvalidOutcome, places: list[Place]) -> InvalidOutcome:
+    """The validator's error with each item's line (or row) added, and the first named by it."""
+    details = [_place_detail(d, places) for d in exc.details] if isinstance(exc.details, list) else []
+    if not details or not isinstance(details[0].get("index"), int):
+        return exc
+    first = details[0]
+    unit = places[first["index"]][0]
+    more = f" (and {len(details) - 1} more problem(s))" if len(details) > 1 else ""
+    return InvalidOutcome(
+        f"{unit} {first[unit]}: {first['field']}: {first['message']}{more}", details=details
+    )
+
+
+def import_id(file_digest: bytes, index: int) -> str:
+    """The outcome_id of the file's `index`th record when it gives none: a UUID (version 8, RFC 9562) from
+    the file's content and the record's place, so that importing the same file again (after an
+    interrupted run, say) finds its records stored instead of adding them twice."""
+    raw = bytearray(blake2b(file_digest + index.to_bytes(8, "big"), digest_size=16).digest())
+    raw[6] = (raw[6] & 0x0F) | 0x80  # version 8
+    raw[8] = (raw[8] & 0x3F) | 0x80  # variant 10
+    return str(uuid.UUID(bytes=bytes(raw)))
+
+
+def _file_digest(path: Path) -> bytes:
+    digest = blake2b(digest_size=16)
+    try:
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc}") from exc
+    return digest.digest()
 
 
 def import_outcomes(
-    root: Path, path: Path, *, fmt: str | None = None, group_commit_ms: float = 0.0
+    root: Path,
+    path: Path,
+    *,
+    fmt: str | None = None,
+    group_commit_ms: float = 0.0,
+    stored: Callable[[int, int], None] | None = None,
 ) -> ImportReport:
-    """Validate a file, store its outcomes in the intake log (one transaction), then flush to Delta."""
+    """Validate a file, store its outcomes in the intake log (one transaction), then flush to Delta.
+
+    A record without an outcome_id gets `import_id()`, so a second import of the same file is all
+    "duplicate". `stored(created, duplicate)` is called once the outcomes are durable in the intake log,
+    before the flush (which may wait for another process's flush, or fail and leave them to the next)."""
     chosen = file_format(path, fmt)
-    outcomes = parse_outcomes(read_outcome_file(path, chosen))
-    _refuse_conflicts_within(outcomes)
+    outcomes = validate_file(path, chosen)
+    if any(o.generated_id for o in outcomes):
+        digest = _file_digest(path)
+        outcomes = [
+            o._replace(outcome_id=import_id(digest, index), generated_id=False) if o.generated_id else o
+            for index, o in enumerate(outcomes)
+        ]
     layout = Layout(root)
     with open_intake(layout.intake_db, group_commit_ms=group_commit_ms) as intake:
         statuses = intake.append(outcomes, key_id=None)
+        created = statuses.count("created")
+        if stored is not None:
+            stored(created, len(statuses) - created)
         flushed = flush_once(intake, root)
-    created = statuses.count("created")
     return ImportReport(path, chosen, created, len(statuses) - created, flushed.rows_written)

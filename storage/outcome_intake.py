@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from service.errors import IdempotencyConflict, NotReady, StorageError, WritesStopped
+from service.errors import IdempotencyConflict, NotReady, PayloadTooLarge, StorageError, WritesStopped
 from storage.crashpoints import crash_point
 from storage.layout import writable_hint
 from storage.outcome_model import Outcome
@@ -98,6 +98,16 @@ _INSERT_IDS = (
     "INSERT INTO ids (outcome_id, fingerprint) SELECT value->>0, value->>1 FROM json_each(?) ORDER BY 1"
 )
 _LOOKUP = "SELECT outcome_id, fingerprint FROM ids WHERE outcome_id IN (SELECT value FROM json_each(?))"
+
+PARAMETER_BYTES = 64 * 1024 * 1024
+"""The most bytes of JSON text handed to SQLite in one statement parameter: a larger group of rows is
+inserted by several statements of the same transaction. SQLite refuses a text over SQLITE_MAX_LENGTH
+(1e9 bytes) with "string or blob too big", and one such group (a big import, or many big requests
+queued while another process held the lock) used to latch the log until a restart (review finding)."""
+
+GROUP_MAX_OUTCOMES = 200_000
+"""The writer stops draining the queue into a group once it holds this many outcomes; the rest wait for
+the next transaction, so one commit's memory stays bounded whatever is queued."""
 # Version 1 -> 2: each row's array becomes the object (`->` keeps every value's JSON text as stored),
 # and the stored record_id/key columns become VIRTUAL ones (no table rebuild: AUTOINCREMENT's
 # sqlite_sequence entry, the flusher's guarantee that a seq is never reused, stays as it is).
@@ -475,7 +485,8 @@ class IntakeLog:
         if self._linger > 0 and len(first.outcomes) <= INLINE_MAX_OUTCOMES:  # a batch fills its own
             time.sleep(self._linger)
         group = [first]
-        while True:
+        size = len(first.outcomes)
+        while size < GROUP_MAX_OUTCOMES:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
@@ -483,6 +494,8 @@ class IntakeLog:
             if item is None:
                 return group, True
             group.append(item)
+            size += len(item.outcomes)
+        return group, False
 
     def _run(self) -> None:
         stop = False
@@ -503,6 +516,9 @@ class IntakeLog:
                         self._abort(group, NotReady(f"intake log busy, try again: {exc}"), latch=False)
                     else:
                         self._abort(group, exc, latch=True)
+                    continue
+                except sqlite3.DataError as exc:  # a value over SQLite's limits: this group only
+                    self._abort(group, _too_big(exc), latch=False)
                     continue
                 except Exception as exc:  # sqlite3.Error, OSError, or a bug: never acknowledge, never hang
                     self._abort(group, exc, latch=True)
@@ -562,6 +578,9 @@ class IntakeLog:
                 return None
             for sub in group:
                 self._queue.put(sub)
+            return None
+        except sqlite3.DataError as exc:  # a value over SQLite's limits: this group only
+            self._abort(group, _too_big(exc), latch=False, con=con, deliver=_call_each)
             return None
         except Exception as exc:  # sqlite3.Error, OSError, or a bug: never acknowledge, never hang
             self._abort(group, exc, latch=True, con=con, deliver=_call_each)
@@ -627,9 +646,10 @@ class IntakeLog:
                     for o in created
                 ]
             )
-        if rows:
-            con.execute(_INSERT_IDS, (orjson.dumps(id_rows).decode(),))
-            con.execute(_INSERT_PENDING, (orjson.dumps(rows).decode(),))
+        for text in _json_chunks(id_rows):
+            con.execute(_INSERT_IDS, (text,))
+        for text in _json_chunks(rows):  # in seq order: chunks are inserted in list order
+            con.execute(_INSERT_PENDING, (text,))
         crash_point("outcomes.intake_before_commit")
         con.execute("COMMIT")  # synchronous=FULL: returns after the WAL fsync
         self.commits += 1
@@ -640,7 +660,29 @@ def _known_fingerprints(con: sqlite3.Connection, group: list[_Submission]) -> di
     wanted = list({o.outcome_id for sub in group for o in sub.outcomes if not o.generated_id})
     if not wanted:
         return {}
-    return dict(con.execute(_LOOKUP, (orjson.dumps(wanted).decode(),)).fetchall())
+    known: dict[str, str] = {}
+    for text in _json_chunks(wanted):
+        known.update(con.execute(_LOOKUP, (text,)).fetchall())
+    return known
+
+
+def _json_chunks(items: list[Any]) -> Iterator[str]:
+    """`items` as JSON arrays of at most PARAMETER_BYTES each (one array, the common case, when they fit;
+    a single item larger than that is its own array). Nothing for no items."""
+    if not items:
+        return
+    text = orjson.dumps(items)
+    if len(text) <= PARAMETER_BYTES or len(items) == 1:
+        yield text.decode()
+        return
+    parts = min(len(items), 2 * (len(text) // PARAMETER_BYTES + 1))  # each part ~half the limit
+    step = -(-len(items) // parts)
+    for start in range(0, len(items), step):
+        yield from _json_chunks(items[start : start + step])
+
+
+def _too_big(exc: sqlite3.DataError) -> PayloadTooLarge:
+    return PayloadTooLarge(f"outcomes not stored: an outcome is over the intake log's size limit ({exc})")
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

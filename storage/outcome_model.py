@@ -409,25 +409,50 @@ def _dedupe(problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return kept
 
 
+def conflict_within(outcomes: Sequence[Outcome]) -> tuple[int, int] | None:
+    """The indexes (earlier, later) of the first outcome_id given twice with different contents in one
+    request or file, or None. The same outcome twice is fine (the second is a duplicate)."""
+    first: dict[str, tuple[int, str]] = {}
+    for index, outcome in enumerate(outcomes):
+        if outcome.generated_id:
+            continue
+        seen = first.setdefault(outcome.outcome_id, (index, outcome.fingerprint))
+        if seen[1] != outcome.fingerprint:
+            return seen[0], index
+    return None
+
+
+def repeated_detail(index: int) -> dict[str, Any]:
+    """The error detail of an outcome_id repeated with other contents at item `index`."""
+    return {
+        "index": index,
+        "field": "outcome_id",
+        "loc": ["outcome_id"],
+        "message": "repeated with other contents",
+    }
+
+
+def too_many_outcomes(count: int | None, max_items: int) -> InvalidOutcome:
+    """The error for a request of `count` outcomes (None: not counted to the end) over `max_items`."""
+    return InvalidOutcome(
+        f"too many outcomes in one request: {count} > {max_items}"
+        if count is not None
+        else f"too many outcomes in one request: more than {max_items}",
+        details=[
+            {"index": None, "field": "outcomes", "loc": ["outcomes"], "message": f"at most {max_items} items"}
+        ],
+    )
+
+
 def parse_outcomes(
     items: Sequence[Any], *, index_offset: int = 0, max_items: int | None = None
 ) -> list[Outcome]:
     """Validate and normalise outcome objects; any invalid item rejects them all (InvalidOutcome).
 
-    `index_offset` shifts the item index in error details (the importer reports line numbers).
+    `index_offset` shifts the item index in error details.
     """
     if max_items is not None and len(items) > max_items:
-        raise InvalidOutcome(
-            f"too many outcomes in one request: {len(items)} > {max_items}",
-            details=[
-                {
-                    "index": None,
-                    "field": "outcomes",
-                    "loc": ["outcomes"],
-                    "message": f"at most {max_items} items",
-                }
-            ],
-        )
+        raise too_many_outcomes(len(items), max_items)
     if not items:
         raise InvalidOutcome(
             "no outcomes given",

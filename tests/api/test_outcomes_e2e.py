@@ -53,6 +53,28 @@ def test_single_batch_and_ndjson_posts_are_stored_and_flushed(server: Server, ke
     ]
 
 
+def test_large_bodies_parse_off_the_loop_and_ndjson_stops_at_the_item_limit(
+    server: Server, keys: Keys
+) -> None:
+    headers = {**bearer(keys.write), "Content-Type": "application/x-ndjson"}
+    lines = [b'{"outcome_id": "big%d", "record_id": "r%d", "value": 1}' % (n, n) for n in range(10_001)]
+    too_many = httpx.post(f"{server.url}/v1/outcomes", content=b"\n".join(lines), headers=headers)
+    assert too_many.status_code == 422
+    assert too_many.json()["error"]["message"] == "too many outcomes in one request: more than 10000"
+    # a line past the limit is refused before it is parsed: it is not even JSON here
+    bad_tail = httpx.post(
+        f"{server.url}/v1/outcomes", content=b"\n".join([*lines[:10_000], b"{"]), headers=headers
+    )
+    assert "more than 10000" in bad_tail.json()["error"]["message"]
+    # 10,000 lines (~560 kB, parsed in a worker thread) and blank lines are fine
+    body = b"\n\n".join(lines[:10_000])
+    assert len(body) > 64 * 1024
+    stored = httpx.post(f"{server.url}/v1/outcomes", content=body, headers=headers)
+    assert stored.status_code == 200
+    assert [r["status"] for r in stored.json()["results"]] == ["created"] * 10_000
+    assert stored.json()["results"][-1]["outcome_id"] == "big9999"
+
+
 def test_get_outcomes_by_record_and_key_and_prediction_404(server: Server, keys: Keys) -> None:
     post(
         server,
@@ -114,6 +136,24 @@ def test_idempotency_survives_flush_and_restart(server: Server, keys: Keys) -> N
     )
     rows = wait_for_rows(server.root, 2)
     assert rows == [("new",), ("same",)]
+    # an id twice in one request with other contents is that request's fault, not a clash with storage
+    twice = [{"outcome_id": "tw", "record_id": "r3", "value": v} for v in (1, 0)]
+    within = post(
+        server, keys.write, {"outcomes": [{"outcome_id": "x1", "record_id": "r", "value": 1}, *twice]}
+    )
+    assert within.status_code == 422
+    assert within.json()["error"]["message"] == (
+        "outcome_id 'tw' comes twice in this request with different contents (items 1 and 2); "
+        "nothing was stored"
+    )
+    assert within.json()["error"]["details"][0]["index"] == 2
+    assert (
+        post(server, keys.write, {"outcomes": [twice[0], twice[0]]}).json()["results"][1]["status"]
+        == "duplicate"
+    )
+    assert (
+        post(server, keys.write, {"outcome_id": "x1", "record_id": "r", "value": 2}).status_code == 200
+    )  # free
 
 
 def test_thread_commit_mode_answers_like_the_loop_mode(tmp_path: Path, keys: Keys) -> None:

@@ -71,6 +71,9 @@ def test_outcomes_import_summarises_and_flushes(tmp_path: Path) -> None:
     code, out = run(tmp_path / "root", "outcomes", "import", str(path), "--format", "csv")
     assert code == 0
     assert out.splitlines() == ["file,format,created,duplicate,flushed", f"{path},jsonl,2,0,2"]
+    again = CliRunner().invoke(app, ["--root", str(tmp_path / "root"), "outcomes", "import", str(path)])
+    assert "jsonl" in again.stdout and "stored 0 new outcome(s) (2 already stored)" not in again.stdout
+    assert "stored 0 new outcome(s) (2 already stored) in the intake log" in again.stderr
     code, out = run(tmp_path / "root", "outcomes", "import", str(path), "--format", "csv")
     assert out.splitlines()[1] == f"{path},jsonl,0,2,0"
     con = storage.connect(tmp_path / "root")

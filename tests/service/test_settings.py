@@ -101,6 +101,10 @@ def test_missing_config_file_is_a_clear_cli_error(tmp_path: Path) -> None:
         ("[ingest]\nfollow_interval = inf\n", "ingest.follow_interval: Input should be a finite number"),
         ("[api]\nflush_interval = inf\n", "api.flush_interval: Input should be a finite number"),
         ("[api]\nflush_interval = 1e10\n", "api.flush_interval: Input should be less than or equal to 3600"),
+        (
+            "[api]\nmax_body_bytes = 1073741824\n",
+            "api.max_body_bytes: Input should be less than or equal to 536870912",
+        ),
         ("[kafka]\nbatch_max_seconds = nan\n", "kafka.batch_max_seconds: Input should be a finite number"),
         (
             'log_level = "garbage"\n',

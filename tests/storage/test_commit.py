@@ -6,7 +6,9 @@ import datetime as dt
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
+from storage import commit
 from storage.commit import SourceBatch, commit_sources, committed_position, open_table
 from storage.layout import Layout
 
@@ -74,3 +76,29 @@ def test_position_moves_without_rows(tmp_path: Path) -> None:
     _commit(layout, [SourceBatch("a", SCHEMA.empty_table(), 500)])
     assert committed_position(open_table(layout.table("t")), "a") == 500
     assert _values(layout) == []
+
+
+def test_a_commit_is_fsynced_before_it_is_reported_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[Path] = []
+    real = commit._fsync
+    monkeypatch.setattr(commit, "_fsync", lambda path: (synced.append(path), real(path)))
+    layout = Layout(tmp_path)
+    monkeypatch.setattr(commit, "crash_point", lambda name: synced.append(Path(name)))
+    for end in (10, 20):
+        _commit(layout, [SourceBatch("a", _rows([end - 10, end - 5]), end)])
+    table_dir = layout.table("t")
+    data = sorted(Path(uri) for uri in open_table(table_dir).file_uris())
+    assert len(data) == 2
+    second = synced[synced.index(Path("commit.before"), 2) :]  # what the second commit synced, in order
+    assert second.index(Path("commit.after")) == len(second) - 1  # "done" only after every fsync
+    expected = {
+        data[1],
+        table_dir / "_delta_log" / f"{1:020d}.json",
+        data[1].parent,
+        table_dir,
+        table_dir / "_delta_log",
+    }
+    assert expected <= set(second)
+    assert data[0] not in second  # only what the commit wrote

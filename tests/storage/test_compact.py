@@ -11,7 +11,7 @@ from deltalake import DeltaTable
 
 import storage
 from service.errors import InputError, StorageError
-from storage import compact
+from storage import commit, compact
 from storage.commit import SourceBatch, commit_sources, committed_position, open_table
 from storage.compact import (
     TARGET_SIZE,
@@ -51,7 +51,9 @@ def _ids(con_root: Path) -> list[str]:
     return rows
 
 
-def test_a_day_with_many_small_files_is_merged_and_nothing_else_changes(tmp_path: Path) -> None:
+def test_a_day_with_many_small_files_is_merged_and_nothing_else_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _seed(tmp_path, commits=33)
     layout = Layout(tmp_path)
     row = pa.Table.from_pylist([{**prediction("p1", at(0)), "source_position": 6}], schema=PREDICTIONS)
@@ -62,7 +64,12 @@ def test_a_day_with_many_small_files_is_merged_and_nothing_else_changes(tmp_path
     ids = _ids(tmp_path)
     reader = storage.connect(tmp_path)  # a notebook with a snapshot taken before the compaction
     assert compaction_plan(layout.predictions) == [("2026-01-01", TARGET_SIZE)]
+    synced: list[Path] = []
+    monkeypatch.setattr(commit, "_fsync", synced.append)
     report = compact_table(layout.predictions, layout.lock_file("predictions"))
+    merged = [Path(u) for u in DeltaTable(str(layout.predictions)).file_uris() if "2026-01-01" in u]
+    log_entry = layout.predictions / "_delta_log" / f"{before.version() + 1:020d}.json"
+    assert {*merged, log_entry} <= set(synced)  # the merged file and its commit are made durable
     assert (report.days, report.files_removed, report.files_added) == (["2026-01-01"], 34, 1)
     assert _files(tmp_path) == 1 + 3  # the other day had too few files to bother
     assert _ids(tmp_path) == ids

@@ -7,9 +7,11 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import orjson
 import pytest
 
-from service.errors import IdempotencyConflict, NotReady
+from service.errors import IdempotencyConflict, NotReady, PayloadTooLarge
+from storage import outcome_intake
 from storage.outcome_intake import INLINE_MAX_OUTCOMES, Callback, Deliver, IntakeLog, Result, open_intake
 from storage.outcome_model import parse_outcomes
 
@@ -61,6 +63,50 @@ def test_a_conflicting_submission_does_not_fail_its_group(tmp_path: Path) -> Non
         assert good.result() == ["created"]
         with pytest.raises(IdempotencyConflict):
             bad.result()
+
+
+def test_rows_over_one_parameter_go_in_several_statements_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outcome_intake, "PARAMETER_BYTES", 2_000)
+    ids = [f"id{n:04d}" for n in range(600)]
+    chunks = list(outcome_intake._json_chunks(ids))
+    assert len(chunks) > 1 and all(len(c) <= 2_000 for c in chunks)
+    assert [i for c in chunks for i in orjson.loads(c)] == ids
+    with open_intake(tmp_path / "intake.sqlite") as intake:
+        assert intake.append(outcomes(*ids), key_id="k") == ["created"] * 600
+        assert [r[1] for r in intake.pending(0, 1_000)] == ids  # seq follows the request's order
+        assert [r[0] for r in intake.pending(0, 1_000)] == list(range(1, 601))
+        # the idempotency lookup is chunked too: every id is found again
+        assert intake.append(outcomes(*ids), key_id="k") == ["duplicate"] * 600
+        with pytest.raises(IdempotencyConflict) as caught:
+            intake.append(outcomes("new", ids[-1], value=2), key_id="k")
+        assert caught.value.details == [{"index": 1, "outcome_id": ids[-1]}]
+
+
+def test_a_group_stops_draining_the_queue_at_its_outcome_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outcome_intake, "GROUP_MAX_OUTCOMES", 3)
+    with open_intake(tmp_path / "intake.sqlite", group_commit_ms=300) as intake:
+        futures = [intake.submit(outcomes(f"a{n}", f"b{n}"), key_id=None) for n in range(8)]
+        assert [f.result() for f in futures] == [["created", "created"]] * 8
+        assert intake.commits >= 4  # at most two submissions of two outcomes a group
+
+
+def test_a_value_over_sqlite_limits_fails_its_group_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outcome_intake, "PARAMETER_BYTES", 1_000)
+    with open_intake(tmp_path / "intake.sqlite") as intake:
+        intake._write.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 4_000)  # as 1 GB of outcomes would meet 1e9
+        many = [f"m{n:03d}" for n in range(200)]  # ~10 kB of rows: stored in statements under the limit
+        assert intake.append(outcomes(*many), key_id=None) == ["created"] * 200
+        with pytest.raises(PayloadTooLarge, match="over the intake log's size limit"):
+            intake.append(outcomes("big", value="x" * 5_000), key_id=None)
+        assert intake.failure is None  # not latched: the next write is stored
+        assert intake.append(outcomes("small"), key_id=None) == ["created"]
+        assert [r[1] for r in intake.pending(0, 300)] == [*many, "small"]
 
 
 def test_fail_stop_refuses_every_later_write(tmp_path: Path) -> None:
