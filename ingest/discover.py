@@ -12,14 +12,18 @@ from service.errors import SourceError
 
 _NAME = re.compile(
     r"^(?P<base>.+\.log)"
-    r"(?:[.-](?P<date>\d{4}-?\d{2}-?\d{2}(?:[-_]?\d{2}){0,2})|\.(?P<index>\d+))?"
+    r"(?:[.-](?P<date>\d{4}-?\d{2}(?:-?\d{2})?(?:[-_]?\d{2}){0,3}(?P<half>-[AaPp][Mm])?(?:-\d{9,11})?)"
+    r"|\.(?P<index>\d+))?"
     r"(?P<gz>\.gz)?\Z",
     re.DOTALL,
 )
-"""`X.log`, `X.log.N` and dated `X.log.YYYY-MM-DD` (log4j) or `X.log-YYYYMMDD` (logrotate's dateext; also
-with an hour and minute, `-`/`_` separated or not), each optionally gzipped. Dateext names were not
-found, so a file rotated to `queries.log-20261125` lost its unread lines without a word (review
-finding). DOTALL and an end-of-text anchor: a name holding a newline is still a name."""
+"""`X.log`, `X.log.N` and dated names, each optionally gzipped: log4j's DailyRollingFileAppender
+(`X.log.YYYY-MM-DD`, also monthly `.YYYY-MM`, weekly `.YYYY-ww`, half-daily `.YYYY-MM-DD-AM`, hourly
+`.YYYY-MM-DD-HH` and by the minute) and logrotate's dateext (`X.log-YYYYMMDD`, with an hour, minute and
+second, and `-%s` seconds since the epoch after the date). Names of a rotated file not found lose its
+unread lines without a word: dateext names, then the monthly, weekly, half-daily and to-the-second ones
+(review findings). At least six digits: `X.log.10` is numbered. DOTALL and an end-of-text anchor: a name
+holding a newline is still a name."""
 
 SETTLE_SECONDS = 5.0
 """A rotated plain file unmodified for this long is taken as complete (see LogFile.settled)."""
@@ -66,7 +70,9 @@ def classify(path: Path) -> LogFile | None:
         return None
     base = path.with_name(match["base"])
     if match["date"]:
-        rotation = (0, re.sub(r"\D", "", match["date"]), 0)  # 2026-11-25 and 20261125 sort together
+        # 2026-11-25 and 20261125 sort together; a morning before its afternoon
+        half = {"": "", "a": "0", "p": "1"}[(match["half"] or "")[1:2].lower()]
+        rotation = (0, re.sub(r"\D", "", match["date"]) + half, 0)
     elif match["index"]:
         rotation = (1, "", -int(match["index"]))
     else:
@@ -74,14 +80,31 @@ def classify(path: Path) -> LogFile | None:
     return LogFile(path=path, base=base, rotation=rotation, gzipped=bool(match["gz"]))
 
 
+@dataclass(frozen=True)
+class Listing:
+    """The log files under the given paths, and the sub-folders that could not be read (with why)."""
+
+    logs: list[LogFile]
+    skipped: list[tuple[Path, str]]
+
+
 def discover(paths: list[Path]) -> list[LogFile]:
+    """Every log file under `paths` (files, or folders searched recursively), in reading order; see
+    `list_logs`, which also says which sub-folders could not be read."""
+    return list_logs(paths).logs
+
+
+def list_logs(paths: list[Path]) -> Listing:
     """Every log file under `paths` (files, or folders searched recursively), in reading order.
 
     Chains are ordered by the path of their live file; inside a chain rotated files come first,
     oldest first (`X.log.2026-11-24`, `X.log.10` ... `X.log.1`, then `X.log`). A file named explicitly
-    is taken even when its name does not look like a log. Raises SourceError for a missing path.
+    is taken even when its name does not look like a log. Raises SourceError for a missing path or a
+    given folder that cannot be read; a sub-folder that cannot be read is skipped and listed in
+    `skipped` (one such folder used to fail every scan of the readable ones; review finding).
     """
     found: dict[Path, LogFile] = {}
+    skipped: list[tuple[Path, str]] = []
     for given in paths:
         try:
             is_dir = given.is_dir()
@@ -94,7 +117,7 @@ def discover(paths: list[Path]) -> list[LogFile]:
             # a FIFO or a device: opening it to look for gzip's magic bytes waited forever
             raise SourceError(f"{given} is not a regular file or a folder")
         if is_dir:
-            for log in _walk(given):
+            for log in _walk(given, skipped):
                 found.setdefault(log.path, log)
         else:
             log = classify(given) or LogFile(path=given, base=given, rotation=(2, "", 0), gzipped=False)
@@ -109,21 +132,42 @@ def discover(paths: list[Path]) -> list[LogFile]:
         replace(log, gzipped=True) if not log.gzipped and _gzip_magic(log.path) else log
         for log in found.values()
     ]
-    return sorted(logs, key=lambda f: (str(f.base), f.rotation, f.gzipped, str(f.path)))
+    ordered = sorted(logs, key=lambda f: (str(f.base), f.rotation, f.gzipped, str(f.path)))
+    return Listing(ordered, skipped)
+
+
+def in_scope(path: Path, given: list[Path]) -> bool:
+    """Whether listing `given` would find a file at `path`: a given file, a file under a given folder, or
+    a rotated file of a given live log (next to it, or to the file it links to)."""
+    if any(path == g or g in path.parents for g in given):
+        return True
+    log = classify(path)
+    if log is None or log.rotation[0] == 2:
+        return False
+    return any(log.base in (g, _real(g)) for g in given)
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
 
 
 def _rotated_siblings(live: Path) -> list[LogFile]:
-    """The rotated files of the live log `live` in its folder (`X.log.1`, `X.log-20261125.gz`, ...)."""
-    try:
-        names = os.listdir(live.parent)
-    except OSError as exc:
-        raise SourceError(f"cannot read folder {live.parent}: {exc.strerror}") from exc
-    siblings = []
-    for name in names:
-        log = classify(live.parent / name)
-        if log is not None and log.base == live and log.path != live and log.path.is_file():
-            siblings.append(log)
-    return siblings
+    """The rotated files of the live log `live` (`X.log.1`, `X.log-20261125.gz`, ...): in its folder and,
+    when `live` is a symbolic link, next to the file it links to, where the logger rotates them (they
+    were looked for beside the link only, and the lines written before each rotation were lost; review
+    finding). Each is put in `live`'s chain, to be read before it."""
+    siblings: dict[Path, LogFile] = {}
+    real = _real(live)
+    for target in dict.fromkeys([live, real]):
+        try:
+            names = os.listdir(target.parent)
+        except OSError as exc:
+            raise SourceError(f"cannot read folder {target.parent}: {exc.strerror}") from exc
+        for name in names:
+            log = classify(target.parent / name)
+            if log is not None and log.base == target and log.path not in (live, real) and log.path.is_file():
+                siblings.setdefault(log.path, replace(log, base=live))
+    return list(siblings.values())
 
 
 def _gzip_magic(path: Path) -> bool:
@@ -137,11 +181,13 @@ def _gzip_magic(path: Path) -> bool:
         return False
 
 
-def _walk(folder: Path) -> list[LogFile]:
+def _walk(folder: Path, skipped: list[tuple[Path, str]]) -> list[LogFile]:
     logs: list[LogFile] = []
 
     def fail(exc: OSError) -> None:
-        raise SourceError(f"cannot read folder {exc.filename}: {exc.strerror}") from exc
+        if exc.filename is None or Path(exc.filename) == folder:
+            raise SourceError(f"cannot read folder {exc.filename or folder}: {exc.strerror}") from exc
+        skipped.append((Path(exc.filename), exc.strerror or str(exc)))
 
     # Symlinked folders are followed (run/api-queries -> /bigdisk/api-queries was skipped without a
     # word), each real folder once, so a link back up the tree cannot loop.

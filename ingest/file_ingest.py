@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 
 from ingest.catalog import FileHint, load_catalog, save_catalog
-from ingest.discover import LogFile, discover
+from ingest.discover import LogFile, discover, in_scope, list_logs
 from ingest.fingerprint import FileIdentity, Pending, hash_prefix, identify
 from ingest.parser import LineParser, ParseResult
 from ingest.pipeline import OrderedWorker, ordered_map, prefetch
@@ -196,14 +196,18 @@ class FileIngestor:
         summary = IngestSummary()
         self._prepare_root()
         given = [Path(os.path.abspath(p)) for p in paths]
-        logs = discover(given)
+        listing = list_logs(given)
+        logs = listing.logs
+        for folder, why in listing.skipped:
+            _warn(summary, f"cannot read folder {folder}: {why}; its files are skipped, tried again next run")
         summary.files = len(logs)
         table = open_table(self.layout.predictions)
         plan, pending_stats = self._identify(logs, table, summary)
         catalog_path = self.layout.state / "files.json"
         hints = load_catalog(catalog_path)
         loaded = dict(hints)  # hints are replaced or deleted below, never changed in place
-        self._account_losses(plan, pending_stats, hints, given, table, summary, listed=logs)
+        unread = [folder for folder, _ in listing.skipped]
+        self._account_losses(plan, pending_stats, hints, given, table, summary, listed=logs, unread=unread)
         plan = _unique_sources(plan, summary)
         progress.start(sum(_remaining(item) for item in plan))
         for item in plan:
@@ -307,8 +311,10 @@ class FileIngestor:
         summary: IngestSummary,
         *,
         listed: list[LogFile],
+        unread: list[Path],
     ) -> None:
-        """Report bytes that were seen on disk but disappeared before they were read."""
+        """Report bytes that were seen on disk but disappeared before they were read (files under a folder
+        this scan could not read, `unread`, are not judged)."""
         found = {item.ident.fingerprint: item for item in plan}
         relisted: bool | None = None  # whether the files changed since `listed` (computed when needed)
         now_at = {str(item.log.path): (item.ident.dev, item.ident.ino) for item in plan} | pending
@@ -342,10 +348,10 @@ class FileIngestor:
                     summary.truncations += 1
                 summary.lost_bytes += lost
                 continue
-            if not _under(Path(hint.path), given):
+            if not in_scope(Path(hint.path), given) or _under(Path(hint.path), unread):
                 continue  # outside this scan (a folder moved away, another run's files): not judged
             if relisted is None:
-                relisted = _listing_changed(given, listed)
+                relisted = _listing_changed(given, listed, now_at)
             if relisted:
                 # A rotation between the listing and now: the file may sit under a name this scan did not
                 # list, and would be called lost when it is not (review finding: false "lost bytes" with
@@ -457,13 +463,27 @@ def ingest_files(
     return ingestor.run(paths, progress=progress)
 
 
-def _listing_changed(given: list[Path], listed: list[LogFile]) -> bool:
-    """Whether listing `given` now finds other files than `listed` (a rotation during the scan)."""
+def _listing_changed(given: list[Path], listed: list[LogFile], seen_at: dict[str, tuple[int, int]]) -> bool:
+    """Whether listing `given` now finds other files than `listed`, or one of them is now another file
+    than the (device, inode) seen when it was identified: a rotation during the scan. With its chain
+    full, log4j's rollover leaves the same names, so comparing names alone called the old live file's
+    unread bytes lost when they were in `X.log.1` (review finding)."""
     try:
         now = discover(given)
     except SourceError:
         return True
-    return {str(f.path) for f in now} != {str(f.path) for f in listed}
+    if {str(f.path) for f in now} != {str(f.path) for f in listed}:
+        return True
+    for log in now:
+        seen = seen_at.get(str(log.path))
+        if seen is not None:
+            try:
+                stat = log.path.stat()
+            except OSError:
+                return True
+            if (stat.st_dev, stat.st_ino) != seen:
+                return True
+    return False
 
 
 def _remaining(item: _Planned) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.discover import classify, discover
+from ingest.discover import classify, discover, in_scope
 from service.errors import SourceError
 
 
@@ -91,6 +91,15 @@ def test_a_missing_path_is_a_source_error(tmp_path: Path) -> None:
         ("queries.log-2026112513", (0, "2026112513", 0), False),
         ("queries.log.2026-11-25", (0, "20261125", 0), False),
         ("queries.log.2026-11-25-13", (0, "2026112513", 0), False),
+        # log4j monthly, weekly and half-daily, logrotate to the second and with %s (review finding:
+        # not found, so their unread lines were lost)
+        ("queries.log.2026-11", (0, "202611", 0), False),
+        ("queries.log.2026-47", (0, "202647", 0), False),
+        ("queries.log.2026-11-25-AM", (0, "202611250", 0), False),
+        ("queries.log.2026-11-25-pm", (0, "202611251", 0), False),
+        ("queries.log-20261125093000", (0, "20261125093000", 0), False),
+        ("queries.log-20261125-1764028800.gz", (0, "202611251764028800", 0), True),
+        ("queries.log.12", (1, "", -12), False),
         ("a\nb.log", (2, "", 0), False),  # a newline in a name
     ],
 )
@@ -99,7 +108,9 @@ def test_rotated_names(name: str, rotation: tuple[int, str, int], gzipped: bool)
     assert found is not None and (found.rotation, found.gzipped) == (rotation, gzipped)
 
 
-@pytest.mark.parametrize("name", ["queries.log\n", "queries.log-1", "queries.log.tmp", "queries.log-2026"])
+@pytest.mark.parametrize(
+    "name", ["queries.log\n", "queries.log-1", "queries.log.tmp", "queries.log-2026", "queries.log.bak"]
+)
 def test_names_that_are_not_logs(name: str) -> None:
     assert classify(Path(name)) is None
 
@@ -139,3 +150,23 @@ def test_a_live_log_named_alone_brings_its_rotated_files(tmp_path: Path) -> None
     assert _names(tmp_path, found) == ["queries.log-20261125.gz", "queries.log.1", "queries.log"]
     rotated_alone = discover([tmp_path / "queries.log.1"])  # a rotated file named alone is just that file
     assert _names(tmp_path, rotated_alone) == ["queries.log.1"]
+
+
+def test_half_days_sort_morning_first(tmp_path: Path) -> None:
+    _touch(tmp_path, "q.log", "q.log.2026-11-25-PM", "q.log.2026-11-26-AM", "q.log.2026-11-25-AM")
+    assert _names(tmp_path, discover([tmp_path])) == [
+        "q.log.2026-11-25-AM",
+        "q.log.2026-11-25-PM",
+        "q.log.2026-11-26-AM",
+        "q.log",
+    ]
+
+
+def test_a_live_log_named_through_a_link_brings_the_rotated_files_beside_its_target(tmp_path: Path) -> None:
+    _touch(tmp_path / "real", "queries.log", "queries.log.1", "queries.log.2")
+    (tmp_path / "link").mkdir()
+    (tmp_path / "link" / "queries.log").symlink_to(tmp_path / "real" / "queries.log")
+    found = discover([tmp_path / "link" / "queries.log"])
+    assert _names(tmp_path, found) == ["real/queries.log.2", "real/queries.log.1", "link/queries.log"]
+    assert in_scope(tmp_path / "real" / "queries.log.5", [tmp_path / "link" / "queries.log"])
+    assert not in_scope(tmp_path / "real" / "other.log.1", [tmp_path / "link" / "queries.log"])

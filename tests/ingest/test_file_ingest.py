@@ -14,7 +14,8 @@ import pytest
 from deltalake import DeltaTable
 
 from ingest import file_ingest
-from ingest.discover import SETTLE_SECONDS
+from ingest.catalog import load_catalog
+from ingest.discover import SETTLE_SECONDS, Listing
 from ingest.file_ingest import FileIngestor
 from ingest.summary import IngestSummary
 from service.errors import SourceError, StorageError
@@ -611,22 +612,136 @@ def test_a_rotation_during_a_scan_is_not_reported_as_lost(
     _ingest(root, logs)
     with live.open("ab") as fh:
         fh.write(qline(3)[40:])
-    listed = file_ingest.discover
+    listed = file_ingest.list_logs
 
-    def list_then_rotate(paths: list[Path]) -> list[object]:
+    def list_then_rotate(paths: list[Path]) -> Listing:
         found = listed(paths)
         if not (logs / "queries.log.1").exists():  # log4j rolls over between listing and reading
             live.rename(logs / "queries.log.1")
             live.touch()
-        return found  # type: ignore[return-value]
+        return found
 
-    monkeypatch.setattr(file_ingest, "discover", list_then_rotate)
+    monkeypatch.setattr(file_ingest, "list_logs", list_then_rotate)
     during = _ingest(root, logs)
-    monkeypatch.setattr(file_ingest, "discover", listed)
+    monkeypatch.setattr(file_ingest, "list_logs", listed)
     after = _ingest(root, logs)
     assert (during.lost_bytes, during.warnings) == (0, [])  # was "disappeared with 40 bytes never read"
     assert (after.lost_bytes, after.warnings) == (0, [])
     assert ids_in(root) == expected(range(4))
+
+
+def test_a_rotation_with_a_full_backup_chain_during_a_scan_is_not_reported_as_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # log4j's chain is full (X.log.1..3 always exist): a rollover leaves the same names, and comparing
+    # names alone called the old live file's unread bytes lost (review finding)
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    for i in (3, 2, 1):
+        _write(logs / f"queries.log.{i}", [1000 + i])
+    _write(live, range(3))
+    with live.open("ab") as fh:
+        fh.write(qline(3)[:40])  # a partial last line: seen, not read
+    _ingest(root, logs)
+    with live.open("ab") as fh:
+        fh.write(qline(3)[40:] + qline(4))
+    real = file_ingest.identify
+
+    def rotate_first(path: Path, **kwargs: bool) -> object:
+        if path == live and (logs / "queries.log.3").exists():
+            (logs / "queries.log.3").unlink()
+            for i in (2, 1):
+                (logs / f"queries.log.{i}").rename(logs / f"queries.log.{i + 1}")
+            live.rename(logs / "queries.log.1")
+            _write(live, [5])  # the same names as before: a full chain
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(file_ingest, "identify", rotate_first)
+    during = _ingest(root, logs)
+    monkeypatch.setattr(file_ingest, "identify", real)
+    after = _ingest(root, logs)
+    assert (during.lost_bytes, during.warnings) == (0, [])  # was "disappeared with ... bytes never read"
+    assert (after.lost_bytes, after.warnings) == (0, [])
+    assert [i for i in ids_in(root) if int(i[2:]) < 1000] == sorted(expected(range(6)))
+
+
+def test_a_live_log_named_through_a_symbolic_link_reads_what_rotation_moved_away(tmp_path: Path) -> None:
+    # the rotated files were looked for beside the link, not beside the log it points to (review finding)
+    logs, root, links = tmp_path / "run" / "api-queries", tmp_path / "root", tmp_path / "etc"
+    live = logs / "queries.log"
+    _write(live, range(3))
+    links.mkdir()
+    (links / "queries.log").symlink_to(live)
+    _ingest(root, links / "queries.log")
+    _write(live, range(3, 8))
+    live.rename(logs / "queries.log.1")
+    _write(live, range(8, 10))
+    summary = _ingest(root, links / "queries.log")
+    assert ids_in(root) == expected(range(10))
+    assert (summary.records, summary.lost_bytes, summary.warnings) == (7, 0, [])
+
+
+def test_rotated_files_of_a_live_log_named_alone_leave_the_catalog_when_gone(tmp_path: Path) -> None:
+    # their entries were never judged, so files.json grew by one entry a rotation, for ever
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    for n in range(8):
+        _write(live, range(10 * n, 10 * n + 3))
+        _ingest(root, live)
+        (logs / "queries.log.2").unlink(missing_ok=True)  # a chain of two backups
+        if (logs / "queries.log.1").exists():
+            (logs / "queries.log.1").rename(logs / "queries.log.2")
+        live.rename(logs / "queries.log.1")
+    _write(live, [80])
+    summary = _ingest(root, live)
+    assert ids_in(root) == expected([*(n for k in range(8) for n in range(10 * k, 10 * k + 3)), 80])
+    assert summary.warnings == []
+    assert len(load_catalog(root / "state" / "files.json")) <= 3
+
+
+def test_an_unreadable_sub_folder_is_skipped_with_a_warning_and_its_files_not_called_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one unreadable sub-folder failed every scan of the readable ones (review finding); the test runs
+    # as root, whom permissions do not stop, so the refusal is simulated where os.walk meets it
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    _write(logs / "private" / "a.log", range(3))
+    with (logs / "private" / "a.log").open("ab") as fh:
+        fh.write(qline(3)[:40])  # seen, not read: "lost" if its file were judged gone
+    _write(logs / "public" / "b.log", range(100, 103))
+    _ingest(root, logs)
+    _write(logs / "public" / "b.log", range(103, 105))
+    with (logs / "private" / "a.log").open("ab") as fh:
+        fh.write(qline(3)[40:] + qline(4))
+    real = os.scandir
+
+    def scandir(path: object = ".") -> object:
+        if str(path) == str(logs / "private"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    summary = _ingest(root, logs)
+    skipped = f"cannot read folder {logs / 'private'}: Permission denied"
+    assert summary.warnings == [f"{skipped}; its files are skipped, tried again next run"]
+    assert (summary.records, summary.lost_bytes) == (2, 0)
+    monkeypatch.setattr(os, "scandir", real)
+    assert _ingest(root, logs).warnings == []
+    assert ids_in(root) == expected([*range(5), *range(100, 105)])
+
+
+def test_a_given_folder_that_cannot_be_read_is_still_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logs = tmp_path / "logs"
+    _write(logs / "a.log", range(1))
+
+    def scandir(path: object = ".") -> object:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(SourceError, match=f"cannot read folder {logs}: Permission denied"):
+        _ingest(tmp_path / "root", logs)
 
 
 def test_an_idle_scan_leaves_the_catalog_alone_and_follow_counts_files_once(tmp_path: Path) -> None:
