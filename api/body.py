@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from service.errors import InputError, InvalidOutcome, PayloadTooLarge, UnsupportedMediaType
@@ -14,8 +13,6 @@ from storage.outcome_model import too_many_outcomes
 
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
-INLINE_PARSE_BYTES = 64 * 1024
-"""Bodies up to this size are parsed on the event loop (a thread hand-off costs more than parsing them)."""
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -116,15 +113,10 @@ def require_json(request: Request) -> None:
 JsonBody = Annotated[None, Depends(require_json)]
 
 
-async def read_outcome_items(request: Request, max_bytes: int, max_items: int | None = None) -> list[Any]:
-    """Check the content type, read the bounded body and parse it into outcome objects: a small body on
-    the event loop, a larger one in a worker thread (a 16 MiB body took ~1 s to parse, during which the
-    loop answered no other request; review finding)."""
+async def read_outcome_body(request: Request, max_bytes: int) -> tuple[str, bytes]:
+    """Check the content type (before reading anything), then read the bounded body: (media type, body)."""
     kind = media_type(request)
     if kind not in JSON_TYPES and kind not in NDJSON_TYPES:
         parse_items(kind, b"")  # raises UnsupportedMediaType before the body is read
     _check_charset(request)
-    body = await read_body(request, max_bytes)
-    if len(body) <= INLINE_PARSE_BYTES:
-        return parse_items(kind, body, max_items)
-    return await run_in_threadpool(parse_items, kind, body, max_items)
+    return kind, await read_body(request, max_bytes)
