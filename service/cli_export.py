@@ -92,6 +92,7 @@ def export_command(
                 f"--replay takes every choice from the manifest; do not combine it with {', '.join(clashing)}"
             )
         manifest = read_manifest(replay)
+        _check_replay_name(out, manifest.request.fmt.value)
         root = state.settings().root if state.root is not None else None
         result = replay_export(manifest, out, root=root, overwrite=force)
         typer.echo(f"{_summary(result.rows, out, result.manifest)}; identical to {replay}")
@@ -126,6 +127,17 @@ def _format_of(out: Path) -> str:
     raise InputError(
         f"{out.name}: the suffix does not name a format ({known}); give --format parquet, csv or jsonl"
     )
+
+
+def _check_replay_name(out: Path, fmt: str) -> None:
+    """A replay writes the manifest's format: OUT must be named for it (a Parquet replay to `x.csv` was
+    written as Parquet under that name; review finding)."""
+    if _SUFFIX_FORMATS.get(out.suffix.lower()) != fmt:
+        suffixes = ", ".join(sorted(s for s, f in _SUFFIX_FORMATS.items() if f == fmt))
+        raise InputError(
+            f"{out.name}: the manifest's export is {fmt}; replay it to a file named with {suffixes}",
+            details={"format": fmt},
+        )
 
 
 def _states(text: str) -> tuple[str, ...]:

@@ -133,11 +133,13 @@ def export_labelled(
     versions: Mapping[str, int | None] | None = None,
     overwrite: bool = False,
     replay_of: Path | None = None,
+    feature_order: Sequence[str] = (),
 ) -> ExportResult:
     """Write the labelled rows of `request` to `out` and its manifest beside it.
 
     `versions` pins tables to Delta versions (a replay); the others are read at their latest version,
     which the manifest records. Without `overwrite`, an existing `out` or manifest is an InputError.
+    Feature columns come in `feature_order` (a replay's: the original's), then by name.
     """
     _check_request(request)
     manifest_path = manifest_path_for(out)
@@ -162,7 +164,9 @@ def export_labelled(
         _store_winners(con, as_of)
         source, params = _source(chosen)
         feature_columns = (
-            _feature_columns(con, source, params) if chosen.features is FeatureLayout.columns else []
+            _feature_columns(con, source, params, feature_order)
+            if chosen.features is FeatureLayout.columns
+            else []
         )
         if chosen.fmt is ExportFormat.jsonl:
             _refuse_non_finite_json(con, source, params, chosen, feature_columns)
@@ -259,6 +263,7 @@ def replay_export(
         versions=manifest.versions,
         overwrite=overwrite,
         replay_of=manifest.path,
+        feature_order=_feature_order(manifest),
     )
     if result.manifest["sha256"] != manifest.sha256 or result.rows != manifest.rows:
         then, now = manifest.raw.get("software", {}), result.manifest["software"]
@@ -269,6 +274,15 @@ def replay_export(
             details={"rows": result.rows, "original_rows": manifest.rows},
         )
     return result
+
+
+def _feature_order(manifest: Manifest) -> list[str]:
+    """The feature columns of the original export, in its order (its columns past the base ones)."""
+    columns = manifest.raw.get("columns")
+    if manifest.request.features is not FeatureLayout.columns or not isinstance(columns, list):
+        return []
+    names = [c.get("name") for c in columns if isinstance(c, dict)]
+    return [n for n in names if isinstance(n, str) and n not in BASE_COLUMNS]
 
 
 def file_sha256(path: Path) -> str:
@@ -404,8 +418,14 @@ def _store_winners(con: duckdb.DuckDBPyConnection, as_of: dt.datetime) -> None:
         raise QueryError(f"cannot join the outcomes to the predictions: {failure_text(exc)}") from exc
 
 
-def _feature_columns(con: duckdb.DuckDBPyConnection, source: str, params: list[Any]) -> list[_Feature]:
-    """One column per top-level feature name of the exported rows, typed by what all their values share."""
+def _feature_columns(
+    con: duckdb.DuckDBPyConnection, source: str, params: list[Any], order: Sequence[str] = ()
+) -> list[_Feature]:
+    """One column per top-level feature name of the exported rows, typed by what all their values share,
+    in `order` and then by name. Not in the order `json_group_structure` gives: it merges the day files'
+    partial structures in whatever order the threads finish, so two runs of one export could order the
+    columns differently when days list their features differently, and a replay failed at random
+    (review finding)."""
     try:
         row = con.execute(f"SELECT json_group_structure(features::JSON) FROM {source}", params).fetchone()
     except DUCKDB_FAILURES as exc:
@@ -420,7 +440,8 @@ def _feature_columns(con: duckdb.DuckDBPyConnection, source: str, params: list[A
         )
     taken = {c.lower(): c for c in BASE_COLUMNS}
     features: list[_Feature] = []
-    for name, kind in structure.items():
+    place = {name: index for index, name in enumerate(order)}
+    for name, kind in sorted(structure.items(), key=lambda item: (place.get(item[0], len(place)), item[0])):
         clash = taken.get(name.lower())
         if not name or clash is not None:
             what = "an empty name" if not name else f"the name {name!r}, as the column {clash!r}"
@@ -586,11 +607,11 @@ def _write(
             ).fetchone()
         except DUCKDB_FAILURES as exc:
             text = failure_text(exc)
-            hint = (
-                "; export the features with --features json"
-                if "json" in text.lower() or "cast" in text.lower()
-                else ""
-            )
+            # the hint is for a feature that does not convert, not for a disk error whose message quotes
+            # a path such as `train.jsonl` or `forecast.csv` (review finding)
+            words = text.replace(str(partial), "").lower()
+            converts = not isinstance(exc, duckdb.IOException) and ("json" in words or "cast" in words)
+            hint = "; export the features with --features json" if converts else ""
             raise QueryError(f"cannot write the export: {text.splitlines()[0]}{hint}") from exc
         _fsync(partial)
         os.replace(partial, out)

@@ -54,6 +54,12 @@ def test_export_writes_the_file_and_a_replay_gives_it_again(root: Path, tmp_path
     assert again.returncode == 0, again.stderr
     assert again.stdout.rstrip().endswith(f"identical to {out}.manifest.json")
     assert (tmp_path / "again.csv").read_bytes() == out.read_bytes()
+    # a replay writes the manifest's format: a name for another format is refused, nothing written
+    manifest = str(out) + ".manifest.json"
+    for wrong in ("again.parquet", "again.data"):
+        refused = run_cli(None, "export", str(tmp_path / wrong), "--replay", manifest)
+        assert refused.returncode == 2 and not (tmp_path / wrong).exists()
+        assert f"{wrong}: the manifest's export is csv; replay it to a file named with .csv" in refused.stderr
     fresh = run_cli(
         root, "export", str(tmp_path / "fresh.csv"), "--endpoint", "fraud/score", "--as-of", "2026-02-01"
     )
@@ -103,3 +109,30 @@ def test_a_suffix_that_names_no_format_needs_format(root: Path, tmp_path: Path, 
     forced = run_cli(root, "export", str(tmp_path / name), "--endpoint", "fraud/score", "--format", "jsonl")
     assert forced.returncode == 0, forced.stderr
     assert (tmp_path / name).read_text().startswith('{"record_id":')
+
+
+def test_a_disk_error_on_a_json_named_export_carries_no_features_hint(root: Path, tmp_path: Path) -> None:
+    # the hint was added when "json" or "cast" appeared anywhere in the error, which quotes the path
+    import resource
+    import subprocess
+    import sys
+
+    from tests.ingest.file_logs import REPO
+
+    def small_files() -> None:  # a full disk, as far as this process can tell
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
+
+    out = tmp_path / "forecast-train.jsonl"
+    args = ["--root", str(root), "export", str(out), "--endpoint", "fraud/score", "--as-of", "2026-02-01"]
+    done = subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=small_files,
+    )
+    assert done.returncode == 1 and "cannot write the export" in done.stderr, done.stderr
+    assert "--features json" not in done.stderr
+    assert not out.exists()

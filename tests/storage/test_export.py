@@ -106,7 +106,7 @@ def test_an_export_has_the_labelled_rows_and_one_column_per_feature(tmp_path: Pa
     assert manifest["tables"] == {"predictions": 0, "outcomes": 0}
     assert manifest["request"]["as_of"] == at(60).isoformat()
     assert manifest["request"]["outcome_type"] == "label"
-    assert [c["name"] for c in manifest["columns"]][6:11] == ["amount", "country", "card", "n", "extra"]
+    assert [c["name"] for c in manifest["columns"]][6:11] == ["amount", "card", "country", "extra", "n"]
     assert not list(out.parent.glob(".*partial*"))
 
 
@@ -174,6 +174,35 @@ def test_a_replay_gives_the_same_bytes_after_new_outcomes_and_predictions(tmp_pa
     assert replayed.read_bytes() == out.read_bytes()
     assert result.manifest["tables"] == {"predictions": 0, "outcomes": 0}
     assert result.manifest["replay_of"] == str(manifest_path_for(out).resolve())
+
+
+def test_feature_columns_keep_one_order_whatever_order_the_days_log_them_in(tmp_path: Path) -> None:
+    # the order came from json_group_structure, which merges the day files' structures as the threads
+    # finish: runs of one export ordered the columns differently and replays failed at random
+    for day in range(6):
+        features = {"zeta": 1, "amount": 1.5, "country": "FR"} if day % 2 else {"country": "FR", "zeta": 2}
+        write_predictions(
+            tmp_path, [prediction(f"r{day}-{i}", at(day, i / 4), features=features) for i in range(20)]
+        )
+    request = ExportRequest(FRAUD, as_of=at(9), fmt=ExportFormat.csv, label_states=("pending",))
+    out = tmp_path / "a.csv"
+    first = export_labelled(tmp_path, out, request, policies=[])
+    assert [c["name"] for c in first.manifest["columns"]][6:9] == ["amount", "country", "zeta"]
+    for n in range(6):
+        again = export_labelled(tmp_path, tmp_path / "b.csv", request, policies=[], overwrite=True)
+        assert again.manifest["sha256"] == first.manifest["sha256"], n
+    # a manifest written before (its columns in another order) replays in its own order
+    manifest_path = manifest_path_for(out)
+    raw = json.loads(manifest_path.read_text())
+    old_order = [raw["columns"][i] for i in (0, 1, 2, 3, 4, 5, 8, 6, 7)] + raw["columns"][9:]
+    old = tmp_path / "old.csv"
+    export_labelled(tmp_path, old, request, policies=[], feature_order=["zeta", "amount", "country"])
+    raw.update(columns=old_order, file=old.name, sha256=file_sha256(old))
+    old_manifest = manifest_path_for(old)
+    old_manifest.write_text(json.dumps(raw))
+    replayed = replay_export(read_manifest(old_manifest), tmp_path / "replayed.csv")
+    assert (tmp_path / "replayed.csv").read_bytes() == old.read_bytes()
+    assert [c["name"] for c in replayed.manifest["columns"]][6:9] == ["zeta", "amount", "country"]
 
 
 def test_a_replay_uses_the_manifest_policies_not_the_current_ones(tmp_path: Path) -> None:
