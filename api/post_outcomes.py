@@ -51,7 +51,7 @@ class PostOutcomes:
             else:
                 outcomes = await run_in_threadpool(parse_outcomes, items, max_items=limit)
             _refuse_conflicts_within(outcomes)
-        statuses = await runtime.store(outcomes, key.id)
+        statuses = await runtime.store(outcomes, key.id, large=len(body) > INLINE_PARSE_BYTES)
         crash_point("outcomes.before_response")
         body, created = _results(outcomes, statuses)
         audit(

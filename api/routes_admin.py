@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from api.audit import admin_log, audit
 from api.auth import RequireAdmin, client_ip
@@ -22,17 +24,43 @@ def list_keys(key: RequireAdmin, runtime: RuntimeDep) -> dict[str, Any]:
     return {"keys": [k.as_dict() for k in runtime.keys.list()]}
 
 
+async def _raw_body(request: Request) -> bytes:
+    return await request.body()
+
+
+def _key_create(body: bytes) -> KeyCreate:
+    """The request's KeyCreate; its errors answered as FastAPI's own validation errors (422)."""
+    try:
+        return KeyCreate.model_validate_json(body)
+    except ValidationError as exc:
+        errors = [{**err, "loc": ("body", *err["loc"])} for err in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from exc
+
+
 @router.post(
     "",
     response_model=KeyCreated,
     status_code=201,
     responses={**_ERRORS, 415: {"model": ErrorResponse}},
     summary="Create an API key",
+    # the body is read after the key and Content-Type checks, so it is declared here: as a typed
+    # parameter FastAPI parsed it first, and a bad body got a 400 or 422 before the 401 or 415
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": KeyCreate.model_json_schema()}},
+        }
+    },
 )
 def create_key(
-    body: KeyCreate, request: Request, key: RequireAdmin, runtime: RuntimeDep, _json: JsonBody
+    request: Request,
+    key: RequireAdmin,
+    runtime: RuntimeDep,
+    _json: JsonBody,
+    raw: Annotated[bytes, Depends(_raw_body)],
 ) -> dict[str, Any]:
     """Create a key; the token in the answer is shown this once."""
+    body = _key_create(raw)
     created = runtime.keys.create(body.name, body.scopes)
     audit(
         admin_log,

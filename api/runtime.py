@@ -64,8 +64,11 @@ class Runtime:
         gc.set_threshold(*GC_THRESHOLDS)
         return cls(config, intake, flusher, keys, gc_before)
 
-    def store(self, outcomes: Sequence[Outcome], key_id: str | None) -> asyncio.Future[list[str]]:
-        """Submit outcomes to the intake log; the future resolves on the event loop after the fsync."""
+    def store(
+        self, outcomes: Sequence[Outcome], key_id: str | None, *, large: bool = False
+    ) -> asyncio.Future[list[str]]:
+        """Submit outcomes to the intake log; the future resolves on the event loop after the fsync
+        (`large`: from a large body, committed on the writer thread, see IntakeLog.submit_callback)."""
         future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
 
         def done(result: Result) -> None:
@@ -76,7 +79,7 @@ class Runtime:
             else:
                 future.set_result(result)
 
-        self.intake.submit_callback(outcomes, key_id, done)
+        self.intake.submit_callback(outcomes, key_id, done, large=large)
         return future
 
     def close(self) -> None:

@@ -10,9 +10,11 @@ from pathlib import Path
 
 from service.errors import SourceError
 
+_DASHED = r"\d{4}-\d{2}(?:-\d{2}(?:[-_]\d{2}){0,3})?(?:-[AaPp][Mm])?"  # log4j: 2026-11, 2026-11-25-13, -AM
 _NAME = re.compile(
     r"^(?P<base>.+\.log)"
-    r"(?:[.-](?P<date>\d{4}-?\d{2}(?:-?\d{2})?(?:[-_]?\d{2}){0,3}(?P<half>-[AaPp][Mm])?(?:-\d{9,11})?)"
+    r"(?:\.(?P<dot>" + _DASHED + r"|\d{8}(?:[-_]?\d{2}){0,2})"  # .2026-11-25, .20261125[HH[mm]]
+    r"|-(?P<dash>" + _DASHED + r"|\d{8}(?:[-_]?\d{2}){0,3}(?:-\d{9,11})?)"  # dateext: -20261125[HHmmss][-%s]
     r"|\.(?P<index>\d+))?"
     r"(?P<gz>\.gz)?\Z",
     re.DOTALL,
@@ -22,8 +24,9 @@ _NAME = re.compile(
 `.YYYY-MM-DD-HH` and by the minute) and logrotate's dateext (`X.log-YYYYMMDD`, with an hour, minute and
 second, and `-%s` seconds since the epoch after the date). Names of a rotated file not found lose its
 unread lines without a word: dateext names, then the monthly, weekly, half-daily and to-the-second ones
-(review findings). At least six digits: `X.log.10` is numbered. DOTALL and an end-of-text anchor: a name
-holding a newline is still a name."""
+(review findings). After a dot, digits alone are a date only in the 8, 10 and 12-digit forms read
+before: `X.log.10`, `X.log.202611` and `X.log.20261125123456` are numbered. DOTALL and an end-of-text
+anchor: a name holding a newline is still a name."""
 
 SETTLE_SECONDS = 5.0
 """A rotated plain file unmodified for this long is taken as complete (see LogFile.settled)."""
@@ -69,10 +72,11 @@ def classify(path: Path) -> LogFile | None:
     if match is None:
         return None
     base = path.with_name(match["base"])
-    if match["date"]:
+    date = match["dot"] or match["dash"]
+    if date:
         # 2026-11-25 and 20261125 sort together; a morning before its afternoon
-        half = {"": "", "a": "0", "p": "1"}[(match["half"] or "")[1:2].lower()]
-        rotation = (0, re.sub(r"\D", "", match["date"]) + half, 0)
+        half = {"am": "0", "pm": "1"}.get(date[-2:].lower(), "")
+        rotation = (0, re.sub(r"\D", "", date) + half, 0)
     elif match["index"]:
         rotation = (1, "", -int(match["index"]))
     else:
@@ -126,7 +130,7 @@ def list_logs(paths: list[Path]) -> Listing:
                 # A live log named alone brings its rotated files: the lines written between a scan and a
                 # rotation are only in `X.log.1` (or a dated or gzipped name) afterwards, and following
                 # `X.log` alone lost them (review finding).
-                for sibling in _rotated_siblings(given):
+                for sibling in _rotated_siblings(given, skipped):
                     found.setdefault(sibling.path, sibling)
     logs = [
         replace(log, gzipped=True) if not log.gzipped and _gzip_magic(log.path) else log
@@ -151,18 +155,20 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def _rotated_siblings(live: Path) -> list[LogFile]:
+def _rotated_siblings(live: Path, skipped: list[tuple[Path, str]]) -> list[LogFile]:
     """The rotated files of the live log `live` (`X.log.1`, `X.log-20261125.gz`, ...): in its folder and,
     when `live` is a symbolic link, next to the file it links to, where the logger rotates them (they
     were looked for beside the link only, and the lines written before each rotation were lost; review
-    finding). Each is put in `live`'s chain, to be read before it."""
+    finding). Each is put in `live`'s chain, to be read before it. A folder that cannot be listed (mode
+    0711: its files can be opened, not listed) goes to `skipped`, and `live` is still read."""
     siblings: dict[Path, LogFile] = {}
     real = _real(live)
     for target in dict.fromkeys([live, real]):
         try:
             names = os.listdir(target.parent)
         except OSError as exc:
-            raise SourceError(f"cannot read folder {target.parent}: {exc.strerror}") from exc
+            skipped.append((target.parent, exc.strerror or str(exc)))
+            continue
         for name in names:
             log = classify(target.parent / name)
             if log is not None and log.base == target and log.path not in (live, real) and log.path.is_file():

@@ -199,7 +199,11 @@ class FileIngestor:
         listing = list_logs(given)
         logs = listing.logs
         for folder, why in listing.skipped:
-            _warn(summary, f"cannot read folder {folder}: {why}; its files are skipped, tried again next run")
+            _warn(
+                summary,
+                f"cannot list folder {folder}: {why}; the files in it that were not named are skipped, "
+                "tried again next run",
+            )
         summary.files = len(logs)
         table = open_table(self.layout.predictions)
         plan, pending_stats = self._identify(logs, table, summary)

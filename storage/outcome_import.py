@@ -95,32 +95,37 @@ def _csv_items(path: Path) -> Iterator[tuple[Place, dict[str, Any]]]:
     # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which became part of the first
     # column's name (`\ufeffoutcome_id: Extra inputs are not permitted`; review finding)
     with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
+        reader = csv.reader(fh)
+        header = next(reader, [])
         repeated = sorted({name for name in header if header.count(name) > 1})
         if repeated:
-            # DictReader keeps the last cell of a repeated column: value,value with fraud,ok stored ok
+            # a dict of the row kept the last cell of a repeated column: value,value with fraud,ok stored ok
             raise InvalidOutcome(
                 f"the CSV header names column(s) {repeated} more than once",
                 details=[
                     {"index": None, "field": "header", "loc": ["header"], "message": "repeated columns"}
                 ],
             )
-        ended = reader.line_num  # the line the previous record ended on (a quoted cell may span lines)
-        for index, raw in enumerate(reader):
+        # csv.reader, not DictReader: DictReader skips blank lines unseen, which put the line numbers of
+        # the records after one a line early (review finding)
+        ended, index = reader.line_num, 0  # the line the previous row ended on (a quoted cell may span lines)
+        for cells in reader:
             place, ended = ("line", ended + 1), reader.line_num
-            if None in raw:
+            if not cells:
+                continue  # a blank line
+            if len(cells) > len(header):
                 raise _bad(index, place, "row", "more cells than header columns")
-            if any(value is None for value in raw.values()):
-                # DictReader fills a short row with None, which read as absent fields (review finding)
+            if len(cells) < len(header):
+                # a short row read its missing cells as absent fields (review finding)
                 raise _bad(index, place, "row", "fewer cells than header columns")
-            row: dict[str, Any] = {k: v for k, v in raw.items() if v not in ("", None)}
+            row: dict[str, Any] = {k: v for k, v in zip(header, cells, strict=True) if v != ""}
             for name in _JSON_CELLS:
                 if name in row:
                     row[name] = _json_cell(index, place, name, row[name])
             if "value" in row:
                 row["value"] = _csv_value(row["value"])
             yield place, _fold_key_columns(index, place, row)
+            index += 1
 
 
 def _jsonl_items(path: Path) -> Iterator[tuple[Place, Any]]:

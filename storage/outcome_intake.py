@@ -289,13 +289,20 @@ class IntakeLog:
         self.submit_callback(outcomes, key_id, _future_callback(future))
         return future
 
-    def submit_callback(self, outcomes: Sequence[Outcome], key_id: str | None, done: Callback) -> None:
-        """Queue outcomes; `done` gets the statuses (or the error) through `deliver` after the fsync."""
+    def submit_callback(
+        self, outcomes: Sequence[Outcome], key_id: str | None, done: Callback, *, large: bool = False
+    ) -> None:
+        """Queue outcomes; `done` gets the statuses (or the error) through `deliver` after the fsync.
+
+        `large`: the outcomes came in a large body, so encoding and inserting them takes long, however
+        few they are: the writer thread commits them, never the event loop (one 14 MiB outcome held the
+        loop for ~300 ms; review finding)."""
         if self._failure is not None:
             raise WritesStopped(f"outcome intake stopped accepting writes: {self._failure}")
         submission = _Submission(outcomes, key_id, done)
         if (
             self._call_soon is not None
+            and not large
             and len(outcomes) <= INLINE_MAX_OUTCOMES
             and threading.get_ident() == self._owner
         ):
@@ -504,27 +511,51 @@ class IntakeLog:
             if first is None:
                 return
             group, stop = self._gather(first)
-            if self._failure is not None:
-                refused = WritesStopped(f"outcome intake stopped accepting writes: {self._failure}")
-                self._deliver([(sub.done, refused) for sub in group])
-                continue
-            with self._write_lock:  # the rollback of a failed group too, before another writer goes
-                try:
-                    outcomes = self._commit_group(group, self._write)
-                except sqlite3.OperationalError as exc:
-                    if _is_busy(exc):
-                        self._abort(group, NotReady(f"intake log busy, try again: {exc}"), latch=False)
-                    else:
-                        self._abort(group, exc, latch=True)
-                    continue
-                except sqlite3.DataError as exc:  # a value over SQLite's limits: this group only
-                    self._abort(group, _too_big(exc), latch=False)
-                    continue
-                except Exception as exc:  # sqlite3.Error, OSError, or a bug: never acknowledge, never hang
+            groups = [group]
+            while groups:
+                groups[:0] = self._write_group(groups.pop(0))
+
+    def _write_group(self, group: list[_Submission]) -> list[list[_Submission]]:
+        """Commit one group on the writer thread and deliver its results; the groups to write next in its
+        place (each submission alone, when one of them holds a value over SQLite's limits)."""
+        if self._failure is not None:
+            refused = WritesStopped(f"outcome intake stopped accepting writes: {self._failure}")
+            self._deliver([(sub.done, refused) for sub in group])
+            return []
+        with self._write_lock:  # the rollback of a failed group too, before another writer goes
+            try:
+                outcomes = self._commit_group(group, self._write)
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc):
+                    self._abort(group, NotReady(f"intake log busy, try again: {exc}"), latch=False)
+                else:
                     self._abort(group, exc, latch=True)
-                    continue
-            crash_point("outcomes.intake_fsynced")
-            self._deliver([(sub.done, result) for sub, result in zip(group, outcomes, strict=True)])
+                return []
+            except sqlite3.DataError as exc:  # a value over SQLite's limits: its own submission only
+                if len(group) == 1:
+                    self._abort(group, _too_big(exc), latch=False)
+                    return []
+                if not self._rolled_back(group, self._write):
+                    return []
+                return [[sub] for sub in group]  # the others were refused with it (review finding)
+            except Exception as exc:  # sqlite3.Error, OSError, or a bug: never acknowledge, never hang
+                self._abort(group, exc, latch=True)
+                return []
+        crash_point("outcomes.intake_fsynced")
+        self._deliver([(sub.done, result) for sub, result in zip(group, outcomes, strict=True)])
+        return []
+
+    def _rolled_back(self, group: list[_Submission], con: sqlite3.Connection) -> bool:
+        """Roll back a failed group's transaction; if that fails too, latch and fail the group."""
+        try:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            self._abort(
+                group, exc, latch=True, con=con, deliver=self._deliver if con is self._write else _call_each
+            )
+            return False
+        return True
 
     def _next_iteration(self) -> None:
         self._iterations_left -= 1
@@ -579,8 +610,15 @@ class IntakeLog:
             for sub in group:
                 self._queue.put(sub)
             return None
-        except sqlite3.DataError as exc:  # a value over SQLite's limits: this group only
-            self._abort(group, _too_big(exc), latch=False, con=con, deliver=_call_each)
+        except sqlite3.DataError as exc:  # a value over SQLite's limits: its own submission only
+            if len(group) == 1:
+                self._abort(group, _too_big(exc), latch=False, con=con, deliver=_call_each)
+            elif self._rolled_back(group, con):
+                for sub in group:
+                    alone = self._try_commit([sub], con)
+                    if alone is not None:
+                        crash_point("outcomes.intake_fsynced")
+                        _call_each([(sub.done, alone[0])])
             return None
         except Exception as exc:  # sqlite3.Error, OSError, or a bug: never acknowledge, never hang
             self._abort(group, exc, latch=True, con=con, deliver=_call_each)

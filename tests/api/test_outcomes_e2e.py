@@ -330,6 +330,17 @@ def test_every_endpoint_answers_errors_in_one_shape(server: Server, keys: Keys) 
     _assert_error(httpx.post(keys_url, content=body, headers=as_form), 401, "AuthError")
     assert "f" not in [k["name"] for k in httpx.get(keys_url, headers=admin).json()["keys"]]
     as_json = {"content-type": "application/json"}
+    # the checks come before the body is read: a body FastAPI could not parse got a 400 or 422 first
+    latin_body = '{"name": "é", "scopes": ["read"]}'.encode("latin-1")
+    _assert_error(
+        httpx.post(keys_url, content=latin_body, headers=admin | latin), 415, "UnsupportedMediaType"
+    )
+    _assert_error(httpx.post(keys_url, content=latin_body, headers=latin), 401, "AuthError")
+    _assert_error(httpx.post(keys_url, content=b"{not json", headers=as_json), 401, "AuthError")
+    bad = _assert_error(
+        httpx.post(keys_url, content=b"{not json", headers=admin | as_json), 422, "InputError"
+    )
+    assert str(bad["message"]).startswith("invalid request: body: Invalid JSON")
     assert httpx.post(keys_url, content=body, headers=admin | as_json).status_code == 201
     _assert_error(httpx.delete(f"{server.url}/v1/admin/keys/000000000000", headers=admin), 404, "NotFound")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.discover import classify, discover, in_scope
+from ingest.discover import classify, discover, in_scope, list_logs
 from service.errors import SourceError
 
 
@@ -100,6 +100,10 @@ def test_a_missing_path_is_a_source_error(tmp_path: Path) -> None:
         ("queries.log-20261125093000", (0, "20261125093000", 0), False),
         ("queries.log-20261125-1764028800.gz", (0, "202611251764028800", 0), True),
         ("queries.log.12", (1, "", -12), False),
+        # digits alone after a dot are a date only as before (8, 10 or 12 of them): these stay numbered
+        ("queries.log.111111", (1, "", -111111), False),
+        ("queries.log.11111111111111", (1, "", -11111111111111), False),
+        ("queries.log.20261125", (0, "20261125", 0), False),
         ("a\nb.log", (2, "", 0), False),  # a newline in a name
     ],
 )
@@ -170,3 +174,25 @@ def test_a_live_log_named_through_a_link_brings_the_rotated_files_beside_its_tar
     assert _names(tmp_path, found) == ["real/queries.log.2", "real/queries.log.1", "link/queries.log"]
     assert in_scope(tmp_path / "real" / "queries.log.5", [tmp_path / "link" / "queries.log"])
     assert not in_scope(tmp_path / "real" / "other.log.1", [tmp_path / "link" / "queries.log"])
+
+
+def test_a_folder_that_cannot_be_listed_still_gives_the_live_log_named_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # mode 0711: its files open, its listing does not. The live log used to be read; looking for its
+    # rotated files made every scan fail (review finding). Root ignores modes: the refusal is simulated.
+    _touch(tmp_path / "real", "queries.log", "queries.log.1")
+    (tmp_path / "link").mkdir()
+    (tmp_path / "link" / "queries.log").symlink_to(tmp_path / "real" / "queries.log")
+    listdir = os.listdir
+
+    def refuse(path: object = ".") -> list[str]:
+        if Path(str(path)) == tmp_path / "real":
+            raise PermissionError(13, "Permission denied", str(path))
+        return listdir(path)  # type: ignore[call-overload,no-any-return]
+
+    monkeypatch.setattr(os, "listdir", refuse)
+    for named in (tmp_path / "link" / "queries.log", tmp_path / "real" / "queries.log"):
+        listing = list_logs([named])
+        assert [f.path for f in listing.logs] == [named]
+        assert listing.skipped == [(tmp_path / "real", "Permission denied")]

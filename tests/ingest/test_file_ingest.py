@@ -722,8 +722,10 @@ def test_an_unreadable_sub_folder_is_skipped_with_a_warning_and_its_files_not_ca
 
     monkeypatch.setattr(os, "scandir", scandir)
     summary = _ingest(root, logs)
-    skipped = f"cannot read folder {logs / 'private'}: Permission denied"
-    assert summary.warnings == [f"{skipped}; its files are skipped, tried again next run"]
+    skipped = f"cannot list folder {logs / 'private'}: Permission denied"
+    assert summary.warnings == [
+        f"{skipped}; the files in it that were not named are skipped, tried again next run"
+    ]
     assert (summary.records, summary.lost_bytes) == (2, 0)
     monkeypatch.setattr(os, "scandir", real)
     assert _ingest(root, logs).warnings == []

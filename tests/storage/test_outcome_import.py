@@ -153,6 +153,8 @@ def test_an_id_twice_in_one_file_with_different_contents_names_both_items(tmp_pa
             "line 3: line: not valid JSON: unexpected end of data at column 31",
             {"index": 1, "line": 3},
         ),
+        # a blank line counts too (csv's DictReader skipped it unseen: "line 3")
+        ("b.csv", "record_id,value\nr1,1\n\nr2,\n", "line 4: value: Field required", {"index": 1, "line": 4}),
         # the header is line 1, and a quoted cell over two lines moves the next record down
         (
             "c.csv",

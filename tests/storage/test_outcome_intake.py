@@ -146,7 +146,7 @@ def _on(loop: asyncio.AbstractEventLoop) -> Deliver:
     return deliver
 
 
-async def _store(intake: IntakeLog, batch: list, key_id: str = "k") -> list[str]:  # type: ignore[type-arg]
+async def _store(intake: IntakeLog, batch: list, key_id: str = "k", *, large: bool = False) -> list[str]:  # type: ignore[type-arg]
     future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
 
     def done(result: Result) -> None:
@@ -155,8 +155,65 @@ async def _store(intake: IntakeLog, batch: list, key_id: str = "k") -> list[str]
         else:
             future.set_result(result)
 
-    intake.submit_callback(batch, key_id, done)
+    intake.submit_callback(batch, key_id, done, large=large)
     return await future
+
+
+def _spy_commits(intake: IntakeLog) -> list[str]:
+    """The name of the thread each group is committed on, from now on."""
+    committed_on: list[str] = []
+    original = intake._commit_group
+
+    def spy(group: list, con: sqlite3.Connection) -> list:  # type: ignore[type-arg]
+        committed_on.append(threading.current_thread().name)
+        return original(group, con)
+
+    intake._commit_group = spy  # type: ignore[method-assign]
+    return committed_on
+
+
+def test_loop_mode_sends_a_large_body_to_the_writer_thread_however_few_its_outcomes(tmp_path: Path) -> None:
+    # one 14 MiB outcome was encoded and inserted on the loop, which answered nobody for ~300 ms
+    async def main() -> None:
+        intake = _loop_mode(tmp_path / "intake.sqlite", asyncio.get_running_loop())
+        try:
+            committed_on = _spy_commits(intake)
+            assert await _store(intake, outcomes("big"), large=True) == ["created"]
+            assert await _store(intake, outcomes("small")) == ["created"]
+            assert committed_on == ["hindsight-intake-writer", threading.current_thread().name]
+        finally:
+            intake.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("mode", ["thread", "loop"])
+def test_a_value_over_sqlite_limits_fails_its_own_submission_not_its_group(tmp_path: Path, mode: str) -> None:
+    # every submission committed in the same transaction got the big one's 413
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        intake = _loop_mode(tmp_path / "intake.sqlite", loop) if mode == "loop" else None
+        intake = intake or IntakeLog(tmp_path / "intake.sqlite", group_commit_ms=300, deliver=_on(loop))
+        try:
+            con = intake._loop_write if mode == "loop" else intake._write
+            assert con is not None
+            con.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 4_000)
+            committed_on = _spy_commits(intake)
+            results = await asyncio.gather(
+                _store(intake, outcomes("a")),
+                _store(intake, outcomes("big", value="x" * 5_000)),
+                _store(intake, outcomes("b")),
+                return_exceptions=True,
+            )
+            assert results[0] == results[2] == ["created"]
+            assert isinstance(results[1], PayloadTooLarge)
+            assert committed_on[0] == committed_on[-1] and len(committed_on) == 4  # together, then alone
+            assert intake.failure is None
+            assert sorted(r[1] for r in intake.pending(0, 10)) == ["a", "b"]
+        finally:
+            intake.close()
+
+    asyncio.run(main())
 
 
 def test_loop_mode_commits_one_iterations_submissions_together_on_the_loop(tmp_path: Path) -> None:
