@@ -96,21 +96,25 @@ def compact_table(path: Path, lock_path: Path, *, min_files: int = MIN_FILES) ->
     report = CompactReport(table=path.name)
     with table_lock(lock_path):
         before = open_table(path)
-        for day, target in compaction_plan(path, min_files=min_files):
+        start = None if before is None else before.version()  # an int: a DeltaTable moves as it commits
+        try:
+            for day, target in compaction_plan(path, min_files=min_files):
+                table = open_table(path)
+                if table is None:
+                    break
+                try:
+                    metrics = table.optimize.compact(
+                        partition_filters=[("day", "=", day)], target_size=target
+                    )
+                except (DeltaError, OSError) as exc:
+                    raise StorageError(f"cannot compact day {day} of Delta table {path}: {exc}") from exc
+                report.days.append(day)
+                report.files_removed += int(metrics.get("numFilesRemoved", 0))
+                report.files_added += int(metrics.get("numFilesAdded", 0))
+        finally:  # also the days committed before one failed
             table = open_table(path)
-            if table is None:
-                break
-            try:
-                metrics = table.optimize.compact(partition_filters=[("day", "=", day)], target_size=target)
-            except (DeltaError, OSError) as exc:
-                raise StorageError(f"cannot compact day {day} of Delta table {path}: {exc}") from exc
-            report.days.append(day)
-            report.files_removed += int(metrics.get("numFilesRemoved", 0))
-            report.files_added += int(metrics.get("numFilesAdded", 0))
-        table = open_table(path)
-        report.version = None if table is None else table.version()
-        if before is not None and report.version is not None and report.version > before.version():
-            sync_commits(path, before.version() + 1, report.version)
+            report.version = None if table is None else table.version()
+            _sync_since(path, start, report.version)
     if report.days:
         log.info(
             "compacted %s: %d files into %d over %d day(s)",
@@ -120,6 +124,13 @@ def compact_table(path: Path, lock_path: Path, *, min_files: int = MIN_FILES) ->
             len(report.days),
         )
     return report
+
+
+def _sync_since(path: Path, start: int | None, version: int | None) -> None:
+    """fsync the commits made after version `start` (None: the table did not exist) up to `version`."""
+    first = 0 if start is None else start + 1
+    if version is not None and version >= first:
+        sync_commits(path, first, version)
 
 
 DEFAULT_REMOVED_RETENTION = dt.timedelta(days=7)
@@ -170,6 +181,7 @@ def vacuum_table(path: Path, lock_path: Path, *, older_than: dt.timedelta) -> li
         table = open_table(path)
         if table is None:
             return []
+        start = table.version()  # vacuum moves `table` to the version it commits
         hours = math.ceil(older_than.total_seconds() / 3600)
         try:
             # delta-rs lists every expired record, also of files an earlier vacuum already deleted
@@ -179,6 +191,8 @@ def vacuum_table(path: Path, lock_path: Path, *, older_than: dt.timedelta) -> li
             table.vacuum(retention_hours=hours, dry_run=False, enforce_retention_duration=False)
         except (DeltaError, OSError) as exc:
             raise StorageError(f"cannot vacuum Delta table {path}: {exc}") from exc
+        after = open_table(path)
+        _sync_since(path, start, None if after is None else after.version())  # vacuum's log entries
         return [name for name in present if not (path / name).exists()]
 
 

@@ -586,6 +586,34 @@ def test_an_unreadable_file_waits_with_a_warning_and_the_others_are_read(
     assert ids_in(root) == expected([*range(3), *range(100, 103)])
 
 
+def test_a_known_file_that_turns_unreadable_is_not_called_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # it was "truncated with 40 bytes never read (they are lost)", and the next run read them
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    locked = logs / "locked.log"
+    _write(locked, range(3))
+    with locked.open("ab") as fh:
+        fh.write(qline(3)[:40])  # seen, not read
+    _ingest(root, logs)
+    with locked.open("ab") as fh:
+        fh.write(qline(3)[40:])
+    real = file_ingest.identify
+
+    def identify(path: Path, **kwargs: bool) -> object:
+        if path == locked:
+            raise SourceError(f"cannot read {path}: Permission denied")
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(file_ingest, "identify", identify)
+    summary = _ingest(root, logs)
+    assert summary.warnings == [f"cannot read {locked}: Permission denied; skipped, tried again next run"]
+    assert summary.lost_bytes == 0
+    monkeypatch.setattr(file_ingest, "identify", real)
+    assert _ingest(root, logs).warnings == []
+    assert ids_in(root) == expected(range(4))
+
+
 def test_following_a_live_file_named_alone_reads_what_rotation_moved_away(tmp_path: Path) -> None:
     # `ingest files .../queries.log`: the lines written between two scans and then rotated to
     # queries.log.1 were never read (the named file was scanned alone)

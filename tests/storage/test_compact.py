@@ -97,6 +97,25 @@ def test_an_export_replays_byte_for_byte_after_a_compaction(tmp_path: Path) -> N
     assert fresh.read_bytes() == out.read_bytes()
 
 
+def test_the_days_compacted_before_one_fails_are_made_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _seed(tmp_path, commits=33)
+    layout = Layout(tmp_path)
+    before = DeltaTable(str(layout.predictions)).version()
+    planned = compaction_plan(layout.predictions)
+    monkeypatch.setattr(
+        compact, "compaction_plan", lambda path, min_files: [*planned, ("not-a-day", TARGET_SIZE)]
+    )
+    synced: list[Path] = []
+    monkeypatch.setattr(commit, "_fsync", synced.append)
+    with pytest.raises(StorageError, match="cannot compact day not-a-day"):
+        compact_table(layout.predictions, layout.lock_file("predictions"))
+    merged = DeltaTable(str(layout.predictions))
+    assert merged.version() == before + 1  # the first day was compacted and committed
+    assert layout.predictions / "_delta_log" / f"{before + 1:020d}.json" in synced
+
+
 def test_vacuum_keeps_what_younger_versions_need_and_refuses_short_retentions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -114,7 +133,17 @@ def test_vacuum_keeps_what_younger_versions_need_and_refuses_short_retentions(
     assert DeltaTable(str(layout.predictions), version=version).to_pyarrow_table().num_rows == 69
     # with no retention at all (allowed here only), the 33 merged files go and the old version with them
     monkeypatch.setattr(compact, "MIN_VACUUM_RETENTION", dt.timedelta(0))
+    synced: list[Path] = []
+    real_fsync = commit._fsync
+    monkeypatch.setattr(commit, "_fsync", synced.append)
+    before = DeltaTable(str(layout.predictions)).version()
     removed = vacuum_table(layout.predictions, layout.lock_file("predictions"), older_than=dt.timedelta(0))
+    after = DeltaTable(str(layout.predictions)).version()
+    log_dir = layout.predictions / "_delta_log"
+    assert after > before and {log_dir / f"{v:020d}.json" for v in range(before + 1, after + 1)} <= set(
+        synced
+    )
+    monkeypatch.setattr(commit, "_fsync", real_fsync)
     assert len(removed) == 33
     # the records of the deleted files are still in the log: a second vacuum deletes, and counts, nothing
     assert vacuum_table(layout.predictions, layout.lock_file("predictions"), older_than=dt.timedelta(0)) == []
