@@ -58,6 +58,7 @@ class CohortMetrics(BaseModel):
     pending_share: float
     immature: bool
     positive: str | None = None
+    n_predicted: int | None = None
     n_scored: int | None = None
     n_unknown_label: int | None = None
     positive_rate: float | None = None

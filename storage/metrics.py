@@ -73,6 +73,7 @@ COMMON_COLUMNS = [
 TASK_COLUMNS = {
     "binary": [
         "positive",
+        "n_predicted",
         "n_scored",
         "n_unknown_label",
         "positive_rate",
@@ -85,11 +86,11 @@ TASK_COLUMNS = {
         "log_loss",
         "brier",
     ],
-    "multiclass": ["n_scored", "accuracy", "macro_f1", "log_loss"],
+    "multiclass": ["n_predicted", "n_scored", "accuracy", "macro_f1", "log_loss"],
     "regression": ["n_scored", "mae", "rmse", "mape", "r2"],
 }
 
-_COUNT_COLUMNS = frozenset({"n_scored", "n_unknown_label"})
+_COUNT_COLUMNS = frozenset({"n_predicted", "n_scored", "n_unknown_label"})
 """Task columns that are counts: 0, not None, for a cohort none of whose rows they count."""
 
 
@@ -413,7 +414,13 @@ _TASK_VALUES = {
         # a label or prediction is the positive class by its text or, when both are numbers, by value
         # ("1.0" written by a CSV export is class "1")
         ("is_pos::INTEGER", "y"),
-        ("coalesce(prediction = pos OR prediction_value = pos_value, false)::INTEGER", "yhat"),
+        # no prediction at all (DSS ignored the query) is no yhat, left out of the label metrics as in
+        # multiclass and regression; it was a predicted negative, "right" whenever the label was negative
+        (
+            "CASE WHEN prediction IS NOT NULL OR prediction_value IS NOT NULL"
+            " THEN coalesce(prediction = pos OR prediction_value = pos_value, false)::INTEGER END",
+            "yhat",
+        ),
         # only a finite probability is a score: a missing class or a logged NaN is no score
         ("CASE WHEN isfinite(pos_proba) THEN pos_proba END", "score"),
         # a label that is neither the positive class nor another class of the row's probas (by text or
@@ -500,12 +507,14 @@ _BINARY = "labelled AND y IS NOT NULL"
 def _binary(cohort_text: str) -> str:
     # precision/recall/f1 are None where scikit-learn divides by zero (its zero_division case).
     # log_loss and brier use the rows with a score only (as roc_auc, pr_auc and calibration do).
-    return f"""SELECT g, {cohort_text} AS cohort, count(score) AS n_scored,
+    # accuracy, precision, recall and f1 over the rows with a prediction (`n_predicted`; y * yhat and
+    # y FILTER are NULL/left out without one); positive_rate over every labelled row
+    return f"""SELECT g, {cohort_text} AS cohort, count(yhat) AS n_predicted, count(score) AS n_scored,
                    sum(unknown_label)::BIGINT AS n_unknown_label, avg(y) AS positive_rate,
                    avg((y = yhat)::INTEGER) AS accuracy,
                    sum(y * yhat) / nullif(sum(yhat), 0) AS precision,
-                   sum(y * yhat) / nullif(sum(y), 0) AS recall,
-                   2 * sum(y * yhat) / nullif(sum(y * yhat) + sum(y) + sum(yhat) - sum(y * yhat), 0)
+                   sum(y * yhat) / nullif(sum(y) FILTER (WHERE yhat IS NOT NULL), 0) AS recall,
+                   2 * sum(y * yhat) / nullif(sum(y) FILTER (WHERE yhat IS NOT NULL) + sum(yhat), 0)
                        AS f1,
                    -avg(ln(greatest(least(CASE WHEN y = 1 THEN score ELSE 1 - score END, 1 - {EPS!r}),
                                     {EPS!r}))) FILTER (WHERE score IS NOT NULL) AS log_loss,
@@ -589,8 +598,9 @@ def _calibration(cohort_text: str) -> str:
 
 def _multiclass(cohort_text: str) -> str:
     # macro_f1 averages the F1 of every class seen as a label or a prediction (scikit-learn's
-    # labels=None); a missing prediction counts as wrong. log_loss uses probas[label], 0 when absent,
-    # over the rows that logged probas.
+    # labels=None). accuracy and macro_f1 use the rows with a prediction (`n_predicted`; a missing one
+    # counted as wrong, where binary counted it as a negative: review finding). log_loss uses
+    # probas[label], 0 when absent, over the rows that logged probas.
     return f"""WITH m AS (
                 SELECT {_KEY}, mc_label AS label, mc_prediction AS prediction, p_true
                 FROM _hs_eval WHERE labelled AND mc_label IS NOT NULL),
@@ -598,20 +608,21 @@ def _multiclass(cohort_text: str) -> str:
                 SELECT {_KEY}, cls, sum(n_true) AS n_true, sum(n_pred) AS n_pred, sum(tp) AS tp FROM (
                     SELECT {_KEY}, label AS cls, count(*) AS n_true, 0 AS n_pred,
                            count(*) FILTER (WHERE prediction = label) AS tp
-                    FROM m GROUP BY ALL
+                    FROM m WHERE prediction IS NOT NULL GROUP BY ALL
                     UNION ALL
                     SELECT {_KEY}, prediction, 0, count(*), 0
                     FROM m WHERE prediction IS NOT NULL GROUP BY ALL)
                 GROUP BY ALL),
             f1 AS (SELECT {_KEY}, avg(2 * tp / (n_true + n_pred)) AS macro_f1 FROM per_class GROUP BY ALL),
             base AS (
-                SELECT {_KEY}, avg((prediction IS NOT DISTINCT FROM label)::INTEGER) AS accuracy,
+                SELECT {_KEY}, count(prediction) AS n_predicted,
+                       avg((prediction = label)::INTEGER) AS accuracy,
                        count(p_true) AS n_scored,
                        -avg(ln(greatest(least(p_true, 1 - {EPS!r}), {EPS!r})))
                            FILTER (WHERE p_true IS NOT NULL) AS log_loss
                 FROM m GROUP BY ALL)
-            SELECT g, {cohort_text} AS cohort, n_scored, accuracy, log_loss, macro_f1
-            FROM base JOIN f1 USING ({_KEY})"""
+            SELECT g, {cohort_text} AS cohort, n_predicted, n_scored, accuracy, log_loss, macro_f1
+            FROM base LEFT JOIN f1 USING ({_KEY})"""
 
 
 def _regression(cohort_text: str) -> str:
@@ -678,6 +689,7 @@ def metrics_table(
         "n_implicit",
         "n_pending",
         "pending_share",
+        "n_predicted",
         "n_scored",
         "n_unknown_label",
     }

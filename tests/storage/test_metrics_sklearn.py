@@ -441,6 +441,33 @@ def test_multiclass_log_loss_uses_the_rows_with_probas_only() -> None:
     assert row["n_scored"] == 3 and _close(row["log_loss"], expected)
 
 
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_queries_without_a_prediction_are_left_out_of_the_label_metrics(task: str) -> None:
+    # DSS ignored the query: no prediction, no probas. Binary counted it as a predicted negative (right
+    # whenever the label was negative), multiclass as wrong (review finding)
+    answered = [("FRAUD", "FRAUD"), ("OK", "FRAUD"), ("OK", "OK")]
+    ignored = [("OK", None), ("FRAUD", None), ("OK", None)]
+    rows = [{"label": t, "prediction": p} for t, p in answered + ignored]
+    policies = [Policy("svc", "ep", positive="FRAUD")] if task == "binary" else []
+    if task == "multiclass":
+        rows.append({"label": "MAYBE", "prediction": "MAYBE"})  # a third class
+        answered.append(("MAYBE", "MAYBE"))
+    row = _metrics(rows, policies)
+    y, yhat = [t for t, _ in answered], [p for _, p in answered]
+    assert (row["task"], row["n_labelled"], row["n_predicted"]) == (task, len(rows), len(answered))
+    assert _close(row["accuracy"], _sk(skm.accuracy_score, y, yhat))
+    if task == "binary":
+        assert row["positive_rate"] == 2 / 6  # of every labelled row
+        assert _close(row["precision"], _sk(skm.precision_score, y, yhat, pos_label="FRAUD"))
+        assert _close(row["recall"], _sk(skm.recall_score, y, yhat, pos_label="FRAUD"))
+        assert _close(row["f1"], _sk(skm.f1_score, y, yhat, pos_label="FRAUD"))
+    else:
+        assert _close(row["macro_f1"], _sk(skm.f1_score, y, yhat, average="macro", zero_division=0))
+    if task == "binary":  # (without predictions no task could be read from them for multiclass)
+        nothing = _metrics([{"label": t, "prediction": None} for t, _ in ignored], policies)
+        assert (nothing["n_predicted"], nothing["accuracy"], nothing["recall"]) == (0, None, None)
+
+
 def test_non_finite_results_become_null() -> None:
     # differences of huge numbers overflow to infinity: the output says null, never inf or NaN
     rows = [
