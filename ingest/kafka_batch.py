@@ -13,6 +13,9 @@ from ingest.reader import DEFAULT_MAX_LINE_BYTES, HEAD_BYTES
 
 UTC_US = pa.timestamp("us", tz="UTC")
 
+_MAX_MS = (2**63 - 1) // 1000
+"""The largest Kafka timestamp (ms) whose microseconds fit in int64."""
+
 
 class KafkaMessage(Protocol):
     """The part of `confluent_kafka.Message` a batch reads (a seam for the real message type)."""
@@ -123,7 +126,9 @@ def build_lines(
     known = sorted(source_names)
     names = pa.array([source_names[p] for p in known], pa.string())
     index = pc.index_in(partitions, value_set=pa.array(known, pa.int32()))
-    micros = pc.multiply(stamps, 1000)
+    # clamped first: a stamp past int64 microseconds wrapped round to 1970 and was stored as a record of
+    # that day; clamped, it is quarantined as out of range like any other (review finding)
+    micros = pc.multiply(pc.min_element_wise(stamps, pa.scalar(_MAX_MS, pa.int64())), 1000)
     fallback = pc.if_else(pc.less(stamps, 0), pa.scalar(None, pa.int64()), micros).cast(UTC_US)
     lines = pa.table(
         {

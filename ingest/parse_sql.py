@@ -262,7 +262,7 @@ c AS (
                 WHEN ts IS NULL THEN 'bad timestamp: ' || hs_cut(tsj)
                 WHEN NOT ts BETWEEN TIMESTAMPTZ '{TS_RANGE[0]}' AND TIMESTAMPTZ '{TS_RANGE[1]}'
                     THEN 'timestamp out of range ({TS_RANGE[0][:4]} to {TS_RANGE[1][:4]}): '
-                         || coalesce(hs_cut(tsj), 'fallback ' || fallback_ts::VARCHAR)
+                         || coalesce(hs_cut(tsj)::VARCHAR, 'fallback ' || fallback_ts::VARCHAR)
                 WHEN is_batch THEN NULL
                 WHEN hs_present(f[{m["features"]}]) AND left(f[{m["features"]}], 1) <> '{{'
                     THEN 'features is not a JSON object but ' || hs_kind(f[{m["features"]}])

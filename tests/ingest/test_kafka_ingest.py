@@ -20,7 +20,7 @@ from ingest.parser import LineParser
 from service.errors import BrokerUnavailable, ConfigError, SourceError
 from storage.commit import committed_position, open_table
 from storage.layout import Layout
-from tests.ingest.lines import lines_table, make_batch_message, make_line, make_query_line
+from tests.ingest.lines import DROP, lines_table, make_batch_message, make_line, make_message, make_query_line
 from tests.kafka_broker import (
     FAST_GROUP_SETTINGS,
     Broker,
@@ -455,6 +455,25 @@ def test_an_over_long_value_is_quarantined_as_an_over_long_line_is() -> None:
     assert parsed.quarantine["reason"].to_pylist() == [
         f"line of {len(line) + 200} bytes exceeds the reader's line size limit "
         f"(only {len(line) + 10} bytes were read)"
+    ]
+
+
+def test_a_message_timestamp_out_of_range_is_quarantined_with_its_reason() -> None:
+    # an event without a timestamp of its own takes the message's: 2^62 ms wrapped to a 1970 record, and
+    # the out-of-range reason was a JSON conversion error
+    line = make_line(make_message(), "A", timestamp=DROP)
+    stamps = [1_700_000_000_000, 1_700_000_000_000_000, 2**62, 2**63 - 1, 1_764_748_800_000_000_000]
+    batch = PendingBatch(
+        values=[line] * len(stamps),
+        partitions=[0] * len(stamps),
+        offsets=list(range(len(stamps))),
+        timestamps=stamps,
+    )
+    parsed = LineParser().parse(build_lines(batch, {0: "t/0"}).lines)
+    assert parsed.predictions["ts"].to_pylist() == [_utc_ms(1_700_000_000_000)]
+    assert parsed.quarantine["reason"].to_pylist() == [
+        "timestamp out of range (1900 to 2199): fallback 55840-11-08 22:13:20+00",
+        *["timestamp out of range (1900 to 2199): fallback 294247-01-10 04:00:54.775+00"] * 3,
     ]
 
 
