@@ -40,7 +40,7 @@ from ingest.kafka_commit import (
 from ingest.kafka_config import BatchRules, KafkaSource
 from ingest.kafka_reach import Backoff, probe, unavailable, wait_for_topic
 from ingest.parser import LineParser
-from service.errors import ConfigError, SourceError, StorageError
+from service.errors import BrokerUnavailable, ConfigError, SourceError, StorageError
 from storage.compact import Compactor
 
 log = logging.getLogger("hindsight.ingest.kafka")
@@ -208,7 +208,12 @@ class _Ingestor:
         started = time.monotonic()
         try:
             count = wait_for_topic(
-                self.consumer, self.source.bootstrap, self.source.topic, self.rules.give_up_after, self.stop
+                self.consumer,
+                self.source.bootstrap,
+                self.source.topic,
+                self.rules.give_up_after,
+                self.stop,
+                check=self._client_errors,
             )
             if count is None:
                 self.summary.stopped_by = "signal"  # stopped while waiting for the broker
@@ -229,10 +234,16 @@ class _Ingestor:
             self.summary.seconds = time.monotonic() - started
         return self.summary
 
+    def _client_errors(self) -> None:
+        """Serve the client's callbacks and raise a fatal error one of them reported (a refused login)."""
+        self.consumer.poll(0)
+        self._raise_callback_error()
+
     def _consume_until_done(self) -> None:
         self.consumer.subscribe(
             [self.source.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
+        subscribed = time.monotonic()
         while not self.stop.is_set():
             count = consume_count(self.rules, self.pending, self.mean_value_bytes)
             messages = self.consumer.consume(num_messages=count, timeout=self._wait_seconds())
@@ -248,6 +259,8 @@ class _Ingestor:
             ):
                 self._flush(wait=False)
             self._watch_broker(now)
+            if not self.joined:
+                self._check_join(now - subscribed)
             if self._idle_for_long(now):
                 self.summary.stopped_by = "idle"
                 break
@@ -287,6 +300,27 @@ class _Ingestor:
         self.last_activity = now
         if self.down_since is not None:
             self._reachable_again(now)
+
+    def _check_join(self, waited: float) -> None:
+        """BrokerUnavailable when no assignment came `give_up_after` plus three session timeouts after
+        subscribing (a join may wait a session timeout for members that died, and a rebalance more).
+        A bootstrap address that answers while the address the broker advertises (its group coordinator)
+        refuses connections kept the run waiting for ever, even with --until-idle, and said nothing:
+        the idle clock starts at the first assignment and each metadata answer counted as "reachable"
+        (review finding)."""
+        deadline = self.rules.give_up_after + 3 * self.source.session_timeout_ms / 1000
+        if waited >= deadline:
+            raise BrokerUnavailable(
+                f"no partition of {self.source.topic} was assigned {waited:.0f} s after joining consumer "
+                f"group {self.source.group}: the group coordinator never answered. {self.source.bootstrap} "
+                "answers, so check that the address the broker advertises (advertised.listeners) is "
+                "reachable from here, and the broker's logs",
+                details={
+                    "bootstrap": self.source.bootstrap,
+                    "group": self.source.group,
+                    "seconds": round(waited, 1),
+                },
+            )
 
     def _idle_for_long(self, now: float) -> bool:
         # The idle clock starts at the first assignment (possibly empty): a join can take a session
@@ -590,10 +624,14 @@ class _Ingestor:
             return
         try:
             probe(self.consumer, self.source.topic, timeout=1.0)
-        except KafkaException as exc:
+        except (KafkaException, SourceError) as exc:
+            # a broker just restarted may not know the topic for a moment: that is not yet reachable,
+            # not a missing topic (one such answer ended the run, its batch unflushed; review finding)
             elapsed = now - self.down_since
             if elapsed >= self.rules.give_up_after:
                 self._flush(wait=True)  # the table does not need the broker: keep what we have
+                if isinstance(exc, SourceError):
+                    raise
                 raise unavailable(self.source.bootstrap, self.rules.give_up_after, elapsed, exc) from exc
             delay = self.probe_backoff.next_delay()
             self.next_probe = time.monotonic() + delay

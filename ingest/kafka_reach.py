@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,11 +58,19 @@ def probe(client: MetadataClient, topic: str, timeout: float) -> int:
 
 
 def wait_for_topic(
-    client: MetadataClient, bootstrap: str, topic: str, give_up_after: float, stop: threading.Event
+    client: MetadataClient,
+    bootstrap: str,
+    topic: str,
+    give_up_after: float,
+    stop: threading.Event,
+    check: Callable[[], None] = lambda: None,
 ) -> int | None:
     """Probe until the broker answers, backing off exponentially; None when `stop` was set meanwhile.
 
-    Raises BrokerUnavailable once the broker has been unreachable for `give_up_after` seconds.
+    Raises BrokerUnavailable once the broker has been unreachable for `give_up_after` seconds. `check`
+    runs after each failed probe and may raise: a metadata request reports a refused login only as an
+    unreachable broker, while the client's error callback says why (authentication, SSL), and that
+    error used to wait out the whole timeout and be reported as "still unreachable" (review finding).
     """
     started = time.monotonic()
     backoff = Backoff()
@@ -72,6 +81,7 @@ def wait_for_topic(
         try:
             return probe(client, topic, timeout=max(0.2, attempt_timeout))
         except KafkaException as exc:
+            check()
             elapsed = time.monotonic() - started
             if elapsed >= give_up_after:
                 raise unavailable(bootstrap, give_up_after, elapsed, exc) from exc

@@ -596,3 +596,99 @@ def test_a_refused_position_keeps_what_was_gathered(
         real.close()
         ingestor.parsing.shutdown()
         ingestor.committing.shutdown()
+
+
+class _Cluster:
+    """A stand-in for the consumer's view of a cluster: metadata answers (the topic known or not), and
+    the group never assigns anything, as when the broker's advertised address refuses connections."""
+
+    def __init__(self, topic: str, *, known: bool = True) -> None:
+        self.topic, self.known = topic, known
+        self.consumed = 0
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        from types import SimpleNamespace
+
+        found = SimpleNamespace(error=None, partitions={0: None})
+        return SimpleNamespace(topics={self.topic: found} if self.known else {})
+
+    def subscribe(self, topics: list[str], **callbacks: Any) -> None:
+        pass
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
+        self.consumed += 1
+        time.sleep(min(timeout, 0.02))
+        return []
+
+    def poll(self, timeout: float = -1) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def _ingestor_on(cluster: _Cluster, tmp_path: Path, rules: BatchRules, **source: Any) -> Any:
+    from ingest.kafka_consumer import _Ingestor
+
+    ingestor = _Ingestor(
+        tmp_path, KafkaSource(bootstrap="127.0.0.1:9", topic="t", **source), rules, threading.Event()
+    )
+    ingestor.consumer.close()
+    ingestor.consumer = cluster
+    return ingestor
+
+
+def test_a_group_that_never_assigns_ends_the_run_with_the_reason(tmp_path: Path) -> None:
+    # the bootstrap address answered, the advertised one refused: the run waited for ever, silently,
+    # even with --until-idle (review finding)
+    cluster = _Cluster("t")
+    rules = BatchRules(until_idle=0.2, unavailable_timeout=30)
+    ingestor = _ingestor_on(cluster, tmp_path, rules, session_timeout_ms=300, heartbeat_interval_ms=100)
+    started = time.monotonic()
+    with pytest.raises(
+        BrokerUnavailable, match=r"no partition of t was assigned 1 s after joining consumer group"
+    ):
+        ingestor.run()  # deadline: give_up_after (0.2 s) + 3 session timeouts (0.9 s)
+    assert 1.0 <= time.monotonic() - started < 10 and cluster.consumed > 1
+
+
+def test_a_topic_unknown_for_a_moment_after_an_outage_is_waited_for(tmp_path: Path) -> None:
+    # a broker just restarted may answer "unknown topic" before its metadata is loaded: that ended the
+    # run at once, whatever unavailable_timeout_s said, its gathered batch unflushed (review finding)
+    cluster = _Cluster("t", known=False)
+    ingestor = _ingestor_on(cluster, tmp_path, BatchRules(unavailable_timeout=30))
+    try:
+        ingestor.down_since = time.monotonic() - 5
+        ingestor.next_probe = 0.0
+        ingestor._watch_broker(time.monotonic())  # not yet reachable: no error
+        assert ingestor.down_since is not None
+        cluster.known = True
+        ingestor.next_probe = 0.0
+        ingestor._watch_broker(time.monotonic())
+        assert ingestor.down_since is None  # reachable again
+        cluster.known = False  # gone for longer than the timeout: the topic error, after a flush
+        ingestor.down_since, ingestor.next_probe = time.monotonic() - 31, 0.0
+        with pytest.raises(SourceError, match="Kafka topic 't' does not exist"):
+            ingestor._watch_broker(time.monotonic())
+    finally:
+        ingestor.failed = True
+        ingestor._close()
+
+
+def test_a_refused_login_is_reported_at_once_not_as_an_unreachable_broker() -> None:
+    # a metadata request sees only "transport failure"; the client's error callback says why
+    from confluent_kafka import KafkaError, KafkaException
+
+    from ingest.kafka_reach import wait_for_topic
+
+    class Refusing:
+        def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "Broker transport failure"))
+
+    def check() -> None:
+        raise SourceError("Kafka client error: SASL authentication error: broker responded with unknown-user")
+
+    started = time.monotonic()
+    with pytest.raises(SourceError, match="SASL authentication error"):
+        wait_for_topic(Refusing(), "127.0.0.1:9", "t", 60.0, threading.Event(), check=check)
+    assert time.monotonic() - started < 5
