@@ -137,18 +137,22 @@ def sql_command(
     Example: hindsight sql "SELECT day, count(*) FROM predictions GROUP BY day ORDER BY day"
     """
     from storage import connect
+    from storage.interrupt import run_interruptibly
     from storage.policies import policies_from_config
     from storage.views import DUCKDB_FAILURES
 
     _read_only(query)
     settings = state_of(ctx).settings()
     con = connect(settings.root, policies=policies_from_config([p.model_dump() for p in settings.policies]))
-    try:
+
+    def run() -> tuple[list[str], list[tuple[Any, ...]]]:
         # a query may read any file (read_csv, ...), but must not fetch extensions from the network
         con.execute("SET autoinstall_known_extensions = false")
         result = con.execute(query)
-        columns = [d[0] for d in result.description or []]
-        rows = result.fetchall()
+        return [d[0] for d in result.description or []], result.fetchall()
+
+    try:
+        columns, rows = run_interruptibly(run, connections=[con])
     except DUCKDB_FAILURES as exc:
         raise _query_error(exc) from exc
     finally:

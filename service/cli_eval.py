@@ -33,6 +33,7 @@ def eval_command(
     Example: hindsight eval --endpoint fraud/score --by week --as-of 2026-03-01 --format json
     """
     from service.cli import state_of
+    from storage.interrupt import run_interruptibly
     from storage.metrics import (
         Cohort,
         MetricsQuery,
@@ -58,7 +59,7 @@ def eval_command(
         immature_threshold=settings.eval.immature_threshold,
     )
     policies = policies_from_config([p.model_dump() for p in settings.policies])
-    rows = evaluate(settings.root, query, policies=policies)
+    rows = run_interruptibly(lambda: evaluate(settings.root, query, policies=policies))
     if query.endpoint is None and query.date_from is None and query.date_to is None:
         # a policy for `Fraud/score` labelled nothing and the endpoint fell back to the default policy,
         # with exit code 0 (review finding): ids match exactly, so say which policy found no prediction

@@ -71,6 +71,7 @@ def export_command(
         read_manifest,
         replay_export,
     )
+    from storage.interrupt import run_interruptibly
     from storage.metrics import parse_as_of, parse_day, parse_endpoint
     from storage.policies import policies_from_config
 
@@ -94,7 +95,7 @@ def export_command(
         manifest = read_manifest(replay)
         _check_replay_name(out, manifest.request.fmt.value)
         root = state.settings().root if state.root is not None else None
-        result = replay_export(manifest, out, root=root, overwrite=force)
+        result = run_interruptibly(lambda: replay_export(manifest, out, root=root, overwrite=force))
         typer.echo(f"{_summary(result.rows, out, result.manifest)}; identical to {replay}")
         return
     if endpoint is None:
@@ -113,7 +114,9 @@ def export_command(
         fmt=ExportFormat(_choice(fmt or _format_of(out), "--format", list(ExportFormat))),
     )
     policies = policies_from_config([p.model_dump() for p in settings.policies])
-    result = export_labelled(settings.root, out, request, policies=policies, overwrite=force)
+    result = run_interruptibly(
+        lambda: export_labelled(settings.root, out, request, policies=policies, overwrite=force)
+    )
     typer.echo(_summary(result.rows, out, result.manifest))
 
 

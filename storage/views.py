@@ -18,6 +18,7 @@ from deltalake import DeltaTable
 
 from service.errors import StorageError
 from storage.commit import open_table, open_table_version
+from storage.interrupt import opened
 from storage.layout import Layout
 from storage.policies import Policy, load_policies
 from storage.schemas import TABLES
@@ -207,6 +208,7 @@ def connect(
     chosen = load_policies(root) if policies is None else list(policies)
     try:
         con = duckdb.connect(":memory:")
+        opened(con)  # so Ctrl-C can interrupt it (storage/interrupt.py)
         con.execute("SET TimeZone = 'UTC'")
         refresh(con, root, policies=chosen, versions=versions)
     except DUCKDB_FAILURES as exc:
