@@ -108,6 +108,7 @@ queued while another process held the lock) used to latch the log until a restar
 GROUP_MAX_OUTCOMES = 200_000
 """The writer stops draining the queue into a group once it holds this many outcomes; the rest wait for
 the next transaction, so one commit's memory stays bounded whatever is queued."""
+
 # Version 1 -> 2: each row's array becomes the object (`->` keeps every value's JSON text as stored),
 # and the stored record_id/key columns become VIRTUAL ones (no table rebuild: AUTOINCREMENT's
 # sqlite_sequence entry, the flusher's guarantee that a seq is never reused, stays as it is).

@@ -146,11 +146,15 @@ def test_ctrl_c_during_a_query_exits_130(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    process = psutil.Process(child.pid)
-    while sum(process.cpu_times()[:2]) < 2.0:  # start-up takes well under a second of CPU: now it queries
-        assert child.poll() is None
-        time.sleep(0.05)
-    child.send_signal(signal.SIGINT)
-    out, err = child.communicate(timeout=60)
+    try:
+        process = psutil.Process(child.pid)
+        while sum(process.cpu_times()[:2]) < 2.0:  # start-up takes well under a second of CPU: now it queries
+            assert child.poll() is None
+            time.sleep(0.05)
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+    finally:  # a query Ctrl-C missed would otherwise run on for hours after the test
+        child.kill()
+        child.communicate()
     assert (child.returncode, out) == (130, "")
     assert err.startswith("aborted")
