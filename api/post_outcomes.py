@@ -53,7 +53,7 @@ class PostOutcomes:
             _refuse_conflicts_within(outcomes)
         statuses = await runtime.store(outcomes, key.id, large=len(body) > INLINE_PARSE_BYTES)
         crash_point("outcomes.before_response")
-        body, created = _results(outcomes, statuses)
+        answer, created = _results(outcomes, statuses)
         audit(
             outcomes_log,
             "outcomes_written",
@@ -69,12 +69,12 @@ class PostOutcomes:
                 "type": "http.response.start",
                 "status": 200,
                 "headers": [
-                    (b"content-length", str(len(body)).encode()),
+                    (b"content-length", str(len(answer)).encode()),
                     (b"content-type", b"application/json"),
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": answer})
 
 
 def _outcomes(kind: str, body: bytes, limit: int) -> list[Outcome]:
