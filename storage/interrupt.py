@@ -58,8 +58,13 @@ def run_interruptibly(work: Callable[[], T], *, connections: Sequence[duckdb.Duc
             while not finished.wait(0.1):  # a timed wait: SIGINT interrupts it
                 pass
         except KeyboardInterrupt:
+            # Interrupt again until the work ends: a Ctrl-C that lands between two queries (or before
+            # the first) finds nothing running, and `interrupt()` does not carry over to the next
+            # query (review finding). A second Ctrl-C leaves this loop, and the daemon worker dies with
+            # the process.
             _interrupt_all()
-            finished.wait()
+            while not finished.wait(0.05):
+                _interrupt_all()
             raise
     finally:
         with _lock:

@@ -14,6 +14,7 @@ from storage import connect, interrupt
 from storage.interrupt import run_interruptibly
 
 ENDLESS = "SELECT count(*) FROM range(100000000000) t(x) WHERE x % 7 = 3"
+LONG = "SELECT count(*) FROM range(1500000000) t(x) WHERE x % 7 = 3"  # seconds, so a miss fails, not hangs
 
 
 def test_ctrl_c_stops_the_query_of_a_connection_the_work_opened(tmp_path: Path) -> None:
@@ -46,3 +47,25 @@ def test_results_and_errors_of_the_work_come_back_as_they_are(tmp_path: Path) ->
             run_interruptibly(lambda: 1 / 0)
     finally:
         con.close()
+
+
+def test_ctrl_c_between_queries_stops_the_next_one(tmp_path: Path) -> None:
+    """The Ctrl-C lands while the work runs Python, before its query starts (review finding: it was
+    lost, and the query then ran to its end)."""
+    stopped: list[BaseException] = []
+
+    def work() -> object:
+        con = connect(tmp_path)
+        try:
+            time.sleep(1.0)  # no query is running when the Ctrl-C arrives at 0.3 s
+            return con.execute(LONG).fetchall()
+        except BaseException as exc:
+            stopped.append(exc)
+            raise
+        finally:
+            con.close()
+
+    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_interruptibly(work)
+    assert len(stopped) == 1 and "interrupted" in str(stopped[0]).lower()  # not run to its end
