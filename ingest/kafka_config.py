@@ -73,6 +73,7 @@ class KafkaSource:
                 details={"options": owned},
             )
         _ = self.auto_offset_reset  # raises a ConfigError for a value other than earliest or latest
+        _ = self.max_poll_interval_ms
         strategy = str(self.options.get("partition.assignment.strategy", "range,roundrobin"))
         if "cooperative-sticky" in strategy and strategy.strip() != "cooperative-sticky":
             raise ConfigError("cooperative-sticky cannot be mixed with eager assignment strategies")
@@ -81,6 +82,18 @@ class KafkaSource:
     def cooperative(self) -> bool:
         """True when the group uses incremental (cooperative) rebalancing."""
         return str(self.options.get("partition.assignment.strategy", "")).strip() == "cooperative-sticky"
+
+    @property
+    def max_poll_interval_ms(self) -> int:
+        """librdkafka's `max.poll.interval.ms` (default 300 s): also the group's rebalance timeout, the
+        longest a join may legitimately wait for the other members to rejoin."""
+        value = self.options.get("max.poll.interval.ms", 300_000)
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"max.poll.interval.ms must be a number of milliseconds, not {value!r}"
+            ) from None
 
     @property
     def auto_offset_reset(self) -> str:

@@ -179,6 +179,9 @@ class _Ingestor:
         self.callback_error: BaseException | None = None
         self.failed = False
         self.down_since: float | None = None
+        self.connect_trouble: str | None = None
+        """The last connection error the client reported since subscribing (None: none): evidence that a
+        join that takes long is stuck rather than waiting out a slow rebalance."""
         self.probe_backoff = Backoff()
         self.next_probe = 0.0
         self.last_activity = time.monotonic()
@@ -244,6 +247,7 @@ class _Ingestor:
             [self.source.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         subscribed = time.monotonic()
+        self.connect_trouble = None
         while not self.stop.is_set():
             count = consume_count(self.rules, self.pending, self.mean_value_bytes)
             messages = self.consumer.consume(num_messages=count, timeout=self._wait_seconds())
@@ -302,25 +306,42 @@ class _Ingestor:
             self._reachable_again(now)
 
     def _check_join(self, waited: float) -> None:
-        """BrokerUnavailable when no assignment came `give_up_after` plus three session timeouts after
-        subscribing (a join may wait a session timeout for members that died, and a rebalance more).
+        """BrokerUnavailable when no assignment has come for too long after subscribing.
+
         A bootstrap address that answers while the address the broker advertises (its group coordinator)
-        refuses connections kept the run waiting for ever, even with --until-idle, and said nothing:
-        the idle clock starts at the first assignment and each metadata answer counted as "reachable"
-        (review finding)."""
-        deadline = self.rules.give_up_after + 3 * self.source.session_timeout_ms / 1000
-        if waited >= deadline:
-            raise BrokerUnavailable(
-                f"no partition of {self.source.topic} was assigned {waited:.0f} s after joining consumer "
-                f"group {self.source.group}: the group coordinator never answered. {self.source.bootstrap} "
-                "answers, so check that the address the broker advertises (advertised.listeners) is "
-                "reachable from here, and the broker's logs",
-                details={
-                    "bootstrap": self.source.bootstrap,
-                    "group": self.source.group,
-                    "seconds": round(waited, 1),
-                },
+        refuses connections kept the run waiting for ever, even with --until-idle, and said nothing: the
+        idle clock starts at the first assignment and each metadata answer counted as "reachable" (review
+        finding). But a join may also legitimately wait: the coordinator holds it until every member of
+        the group rejoins, for up to the rebalance timeout (`max.poll.interval.ms`, 300 s by default),
+        and a fixed deadline of a few session timeouts ended such runs (second review finding). So the
+        run gives up after `give_up_after` plus three session timeouts only when the client reported
+        connection errors since subscribing, and otherwise after `give_up_after` plus the rebalance
+        timeout plus a session timeout."""
+        session = self.source.session_timeout_ms / 1000
+        if self.connect_trouble is not None:
+            if waited < self.rules.give_up_after + 3 * session:
+                return
+            reason = (
+                f"the group coordinator never answered (last client error: {self.connect_trouble}). "
+                f"{self.source.bootstrap} answers, so check that the address the broker advertises "
+                "(advertised.listeners) is reachable from here, and the broker's logs"
             )
+        else:
+            if waited < self.rules.give_up_after + self.source.max_poll_interval_ms / 1000 + session:
+                return
+            reason = (
+                "the group's rebalance did not end within its rebalance timeout (max.poll.interval.ms). "
+                "Another member of the group may be stuck: check the group's members and the broker's logs"
+            )
+        raise BrokerUnavailable(
+            f"no partition of {self.source.topic} was assigned {waited:.0f} s after joining consumer "
+            f"group {self.source.group}: {reason}",
+            details={
+                "bootstrap": self.source.bootstrap,
+                "group": self.source.group,
+                "seconds": round(waited, 1),
+            },
+        )
 
     def _idle_for_long(self, now: float) -> bool:
         # The idle clock starts at the first assignment (possibly empty): a join can take a session
@@ -585,6 +606,8 @@ class _Ingestor:
 
     def _on_error(self, err: KafkaError) -> None:
         code = err.code()
+        if code in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
+            self.connect_trouble = err.str()
         if code == KafkaError._ALL_BROKERS_DOWN:
             if self.down_since is None:
                 self.down_since = time.monotonic()

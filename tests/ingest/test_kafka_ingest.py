@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -605,6 +606,7 @@ class _Cluster:
     def __init__(self, topic: str, *, known: bool = True) -> None:
         self.topic, self.known = topic, known
         self.consumed = 0
+        self.on_consume: Callable[[], None] = lambda: None  # what the client's callbacks report meanwhile
 
     def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
         from types import SimpleNamespace
@@ -617,6 +619,7 @@ class _Cluster:
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
         self.consumed += 1
+        self.on_consume()
         time.sleep(min(timeout, 0.02))
         return []
 
@@ -638,18 +641,43 @@ def _ingestor_on(cluster: _Cluster, tmp_path: Path, rules: BatchRules, **source:
     return ingestor
 
 
-def test_a_group_that_never_assigns_ends_the_run_with_the_reason(tmp_path: Path) -> None:
+def test_a_group_whose_coordinator_refuses_connections_ends_the_run_with_the_reason(tmp_path: Path) -> None:
     # the bootstrap address answered, the advertised one refused: the run waited for ever, silently,
     # even with --until-idle (review finding)
+    from confluent_kafka import KafkaError
+
     cluster = _Cluster("t")
     rules = BatchRules(until_idle=0.2, unavailable_timeout=30)
     ingestor = _ingestor_on(cluster, tmp_path, rules, session_timeout_ms=300, heartbeat_interval_ms=100)
+    refused = "GroupCoordinator: 127.0.0.1:9: Connect to ipv4#127.0.0.1:9 failed: Connection refused"
+    cluster.on_consume = lambda: ingestor._on_error(KafkaError(KafkaError._TRANSPORT, refused))
     started = time.monotonic()
     with pytest.raises(
         BrokerUnavailable, match=r"no partition of t was assigned 1 s after joining consumer group"
-    ):
+    ) as e:
         ingestor.run()  # deadline: give_up_after (0.2 s) + 3 session timeouts (0.9 s)
-    assert 1.0 <= time.monotonic() - started < 10 and cluster.consumed > 1
+    assert time.monotonic() - started >= 1.0 and cluster.consumed > 1
+    assert refused in str(e.value) and "advertised.listeners" in str(e.value)
+
+
+def test_a_slow_rebalance_is_waited_for_up_to_the_rebalance_timeout(tmp_path: Path) -> None:
+    # with no connection error, a join may be held by the coordinator until the other members rejoin
+    # (up to max.poll.interval.ms); three session timeouts ended such runs (second review finding)
+    cluster = _Cluster("t")
+    rules = BatchRules(until_idle=0.2, unavailable_timeout=30)
+    ingestor = _ingestor_on(
+        cluster,
+        tmp_path,
+        rules,
+        session_timeout_ms=300,
+        heartbeat_interval_ms=100,
+        options={"max.poll.interval.ms": 2500},
+    )
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match=r"did not end within its rebalance timeout") as e:
+        ingestor.run()  # deadline: give_up_after (0.2 s) + rebalance timeout (2.5 s) + a session (0.3 s)
+    assert time.monotonic() - started >= 3.0  # not at 1.1 s, the deadline when connections fail
+    assert "was assigned 3 s after joining consumer group" in str(e.value)
 
 
 def test_a_topic_unknown_for_a_moment_after_an_outage_is_waited_for(tmp_path: Path) -> None:
