@@ -87,6 +87,16 @@ class _Planned:
     """The size an in-place truncation below `position` was reported at (reported once, not per scan)."""
 
 
+@dataclass(frozen=True)
+class _Waiting:
+    """A file this scan could not identify: its inode, and its size when that bounds what it holds."""
+
+    dev: int
+    ino: int
+    size: int | None
+    """None when the file could not be read (or is an unreadable gzip file): its content is unknown."""
+
+
 @dataclass
 class _Batch:
     parts: list[tuple[_Planned, LineBlock]] = field(default_factory=list)
@@ -266,11 +276,11 @@ class FileIngestor:
 
     def _identify(
         self, logs: list[LogFile], table: DeltaTable | None, summary: IngestSummary
-    ) -> tuple[list[_Planned], dict[str, tuple[int, int]]]:
+    ) -> tuple[list[_Planned], dict[str, _Waiting]]:
         """Identify each file; keep one file per fingerprint (plain over gzip, then the longest)."""
         chosen: dict[str, _Planned] = {}
         order: list[str] = []
-        pending: dict[str, tuple[int, int]] = {}
+        pending: dict[str, _Waiting] = {}
         for log_file in logs:
             try:
                 ident = identify(log_file.path, gzipped=log_file.gzipped, final=log_file.settled())
@@ -283,7 +293,7 @@ class FileIngestor:
                 summary.files_waiting += 1
                 with contextlib.suppress(OSError):
                     stat = os.stat(log_file.path)
-                    pending[str(log_file.path)] = (stat.st_dev, stat.st_ino)
+                    pending[str(log_file.path)] = _Waiting(stat.st_dev, stat.st_ino, None)
                 continue
             if isinstance(ident, Pending):
                 summary.files_waiting += 1
@@ -291,9 +301,12 @@ class FileIngestor:
                     _warn(summary, f"{log_file.path}: {ident.reason}; tried again next run")
                 try:
                     stat = os.stat(log_file.path)
-                    pending[str(log_file.path)] = (stat.st_dev, stat.st_ino)
                 except OSError:
-                    pass
+                    continue
+                # an unreadable gzip file waits whatever its size (it holds compressed bytes); an empty
+                # file, or one without a complete first line, only says how far it can have been read
+                size = None if ident.corrupt else stat.st_size
+                pending[str(log_file.path)] = _Waiting(stat.st_dev, stat.st_ino, size)
                 continue
             position = self._committed(table, ident.app_id) or 0
             item = _Planned(log_file, ident, position)
@@ -308,7 +321,7 @@ class FileIngestor:
     def _account_losses(
         self,
         plan: list[_Planned],
-        pending: dict[str, tuple[int, int]],
+        pending: dict[str, _Waiting],
         hints: dict[str, FileHint],
         given: list[Path],
         table: DeltaTable | None,
@@ -321,7 +334,8 @@ class FileIngestor:
         this scan could not read, `unread`, are not judged)."""
         found = {item.ident.fingerprint: item for item in plan}
         relisted: bool | None = None  # whether the files changed since `listed` (computed when needed)
-        now_at = {str(item.log.path): (item.ident.dev, item.ident.ino) for item in plan} | pending
+        now_at = {str(item.log.path): (item.ident.dev, item.ident.ino) for item in plan}
+        now_at |= {path: (waiting.dev, waiting.ino) for path, waiting in pending.items()}
         for fingerprint, hint in list(hints.items()):
             item = found.get(fingerprint)
             if item is not None:
@@ -354,9 +368,18 @@ class FileIngestor:
                 continue
             if not in_scope(Path(hint.path), given) or _under(Path(hint.path), unread):
                 continue  # outside this scan (a folder moved away, another run's files): not judged
-            if pending.get(hint.path) == (hint.dev, hint.ino):
-                # the same file, unreadable or not identifiable this scan: judged when it is (it was called
-                # "truncated with N bytes never read", which the next run read; review finding)
+            position = self._committed(table, f"file:{fingerprint}") or hint.position
+            waiting = pending.get(hint.path)
+            if (
+                waiting is not None
+                and (waiting.dev, waiting.ino) == (hint.dev, hint.ino)
+                and (waiting.size is None or waiting.size >= position)
+            ):
+                # The same file, unreadable or not identifiable this scan, and possibly still holding
+                # what was not read: judged when it is identified (it was called "truncated with N bytes
+                # never read", which the next run read; review finding). Shorter than the committed
+                # position, it was truncated: judged now (an emptied file waited, its loss unreported,
+                # until new lines gave it another identity; second review finding).
                 continue
             if relisted is None:
                 relisted = _listing_changed(given, listed, now_at)
@@ -365,7 +388,6 @@ class FileIngestor:
                 # list, and would be called lost when it is not (review finding: false "lost bytes" with
                 # every line stored). It is judged by the next scan, which lists it.
                 continue
-            position = self._committed(table, f"file:{fingerprint}") or hint.position
             lost = max(0, hint.size - position)
             same_inode = now_at.get(hint.path) == (hint.dev, hint.ino)
             if same_inode:

@@ -821,3 +821,26 @@ def test_positions_are_looked_up_once_per_table_version(
     assert len(lookups) > first
     assert (again.bytes_read, again.records) == (0, 0)  # it saw the other's position, not a stale one
     assert ids_in(root) == expected([0, 1, 2, 3, 4, 10, 11, 20, 21])
+
+
+@pytest.mark.parametrize("left", [b"", b'{"no complete first line'])
+def test_a_known_file_emptied_in_place_is_reported_at_once(tmp_path: Path, left: bytes) -> None:
+    """Emptied (or left with a partial first line), the file cannot be identified: its loss waited,
+    unreported, until new lines gave it another identity (second review finding)."""
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    _write(live, range(2))
+    partial = b'{"half a line that is not ended yet, forty'[:40]
+    with live.open("ab") as fh:
+        fh.write(partial)  # seen, never read
+    _ingest(root, logs)
+    with live.open("r+b") as fh:
+        fh.truncate(0)
+        fh.write(left)
+    summary = _ingest(root, logs)
+    assert (summary.lost_bytes, summary.truncations) == (40, 1)
+    assert summary.warnings == [f"{live} was truncated with 40 bytes never read (they are lost)"]
+    _write(live, range(10, 12), mode="wb")
+    later = _ingest(root, logs)
+    assert (later.records, later.lost_bytes, later.truncations, later.warnings) == (2, 0, 0, [])  # once
+    assert ids_in(root) == expected([0, 1, 10, 11])
