@@ -303,8 +303,8 @@ class FileIngestor:
                     stat = os.stat(log_file.path)
                 except OSError:
                     continue
-                # an unreadable gzip file waits whatever its size (it holds compressed bytes); an empty
-                # file, or one without a complete first line, only says how far it can have been read
+                # an unreadable gzip file waits whatever its size; an empty file, or one without a
+                # complete first line, says by its size whether it can still hold what was seen
                 size = None if ident.corrupt else stat.st_size
                 pending[str(log_file.path)] = _Waiting(stat.st_dev, stat.st_ino, size)
                 continue
@@ -373,13 +373,15 @@ class FileIngestor:
             if (
                 waiting is not None
                 and (waiting.dev, waiting.ino) == (hint.dev, hint.ino)
-                and (waiting.size is None or waiting.size >= position)
+                and (waiting.size is None or waiting.size >= hint.size)
             ):
                 # The same file, unreadable or not identifiable this scan, and possibly still holding
                 # what was not read: judged when it is identified (it was called "truncated with N bytes
-                # never read", which the next run read; review finding). Shorter than the committed
-                # position, it was truncated: judged now (an emptied file waited, its loss unreported,
-                # until new lines gave it another identity; second review finding).
+                # never read", which the next run read; review finding). A file identified before that
+                # now has no complete first line was rewritten, unless it grew (a settled rotated file
+                # written to again). Shorter than when it was seen, it was truncated: judged now (an
+                # emptied file waited, its loss unreported, until new lines gave it another identity;
+                # second review finding).
                 continue
             if relisted is None:
                 relisted = _listing_changed(given, listed, now_at)

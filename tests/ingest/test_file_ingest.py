@@ -844,3 +844,41 @@ def test_a_known_file_emptied_in_place_is_reported_at_once(tmp_path: Path, left:
     later = _ingest(root, logs)
     assert (later.records, later.lost_bytes, later.truncations, later.warnings) == (2, 0, 0, [])  # once
     assert ids_in(root) == expected([0, 1, 10, 11])
+
+
+def test_a_rewritten_first_line_longer_than_the_position_is_judged_at_once(tmp_path: Path) -> None:
+    """Rewritten in place with an unended first line longer than the committed position but shorter than
+    the file was: the unread bytes are lost (third review finding: compared with the position, it
+    waited)."""
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    live = logs / "queries.log"
+    _write(live, range(2))
+    with live.open("ab") as fh:
+        fh.write(b"x" * 40)  # seen, never read
+    _ingest(root, logs)
+    size = live.stat().st_size
+    with live.open("r+b") as fh:
+        fh.truncate(0)
+        fh.write(b"y" * (size - 20))  # past the committed position (size - 40), no newline
+    summary = _ingest(root, logs)
+    assert (summary.lost_bytes, summary.truncations) == (40, 1)
+
+
+def test_a_file_never_read_then_emptied_is_reported(tmp_path: Path) -> None:
+    """Catalogued by a run that stopped before reading it (position 0), then emptied: an empty file is
+    as long as position 0, and its loss waited unreported (third review finding)."""
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    old, live = logs / "queries.log.1", logs / "queries.log"
+    _write(old, range(5))
+    settled = time.time() - 60
+    os.utime(old, (settled, settled))
+    _write(live, range(10, 13))
+    FileIngestor(root, batch_bytes=1).run([logs], should_stop=lambda: True)
+    hints = load_catalog(root / "state" / "files.json")
+    assert [h.position for h in hints.values() if h.path == str(live)] == [0]  # seen, not read
+    size = live.stat().st_size
+    with live.open("r+b") as fh:
+        fh.truncate(0)
+    summary = _ingest(root, logs)
+    assert (summary.lost_bytes, summary.truncations) == (size, 1)
+    assert summary.warnings == [f"{live} was truncated with {size} bytes never read (they are lost)"]
