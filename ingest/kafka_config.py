@@ -26,6 +26,7 @@ OWNED_OPTIONS = frozenset(
         "isolation.level",
         "on_commit",
         "error_cb",
+        "stats_cb",
         "logger",
     }
 )
@@ -116,6 +117,9 @@ class KafkaSource:
         config: dict[str, Any] = {
             "session.timeout.ms": self.session_timeout_ms,
             "heartbeat.interval.ms": self.heartbeat_interval_ms,
+            # the group state in these statistics tells a stuck join from a slow rebalance (the consumer's
+            # `_check_join`); 0 turns them off, and a stuck join is then reported after the long deadline
+            "statistics.interval.ms": 1000,
         }
         config.update(self.options)
         # hindsight places every partition itself (the table's position, or the start chosen by

@@ -16,6 +16,7 @@ Protocol (docs/design.md, "Kafka ingestion"):
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -179,9 +180,13 @@ class _Ingestor:
         self.callback_error: BaseException | None = None
         self.failed = False
         self.down_since: float | None = None
-        self.connect_trouble: str | None = None
-        """The last connection error the client reported since subscribing (None: none): evidence that a
-        join that takes long is stuck rather than waiting out a slow rebalance."""
+        self.coordinator_down_since: float | None = None
+        """Since when the client's statistics have said, without a break, that its connection to the group
+        coordinator is not up (None: up, or not known): what tells a stuck join from a slow rebalance."""
+        self.coordinator_state = ""
+        self.last_connect_error = ""
+        """The text of the last connection error the client reported (it reports each kind once, then
+        suppresses repeats), quoted when the run gives up on the coordinator."""
         self.probe_backoff = Backoff()
         self.next_probe = 0.0
         self.last_activity = time.monotonic()
@@ -199,7 +204,10 @@ class _Ingestor:
         try:
             self.consumer = Consumer(
                 source.consumer_config(
-                    error_cb=self._on_error, on_commit=self._on_commit, logger=_ClientLog()
+                    error_cb=self._on_error,
+                    on_commit=self._on_commit,
+                    stats_cb=self._on_stats,
+                    logger=_ClientLog(),
                 )
             )
         except KafkaException as exc:
@@ -247,7 +255,6 @@ class _Ingestor:
             [self.source.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         subscribed = time.monotonic()
-        self.connect_trouble = None
         while not self.stop.is_set():
             count = consume_count(self.rules, self.pending, self.mean_value_bytes)
             messages = self.consumer.consume(num_messages=count, timeout=self._wait_seconds())
@@ -264,7 +271,7 @@ class _Ingestor:
                 self._flush(wait=False)
             self._watch_broker(now)
             if not self.joined:
-                self._check_join(now - subscribed)
+                self._check_join(now, now - subscribed)
             if self._idle_for_long(now):
                 self.summary.stopped_by = "idle"
                 break
@@ -305,7 +312,7 @@ class _Ingestor:
         if self.down_since is not None:
             self._reachable_again(now)
 
-    def _check_join(self, waited: float) -> None:
+    def _check_join(self, now: float, waited: float) -> None:
         """BrokerUnavailable when no assignment has come for too long after subscribing.
 
         A bootstrap address that answers while the address the broker advertises (its group coordinator)
@@ -313,26 +320,32 @@ class _Ingestor:
         idle clock starts at the first assignment and each metadata answer counted as "reachable" (review
         finding). But a join may also legitimately wait: the coordinator holds it until every member of
         the group rejoins, for up to the rebalance timeout (`max.poll.interval.ms`, 300 s by default),
-        and a fixed deadline of a few session timeouts ended such runs (second review finding). So the
-        run gives up after `give_up_after` plus three session timeouts only when the client reported
-        connection errors since subscribing, and otherwise after `give_up_after` plus the rebalance
-        timeout plus a session timeout."""
+        and a fixed deadline of a few session timeouts ended such runs (second review finding). The
+        client's statistics tell the two apart (its group state is `up` once the coordinator connection
+        is, whatever the join waits for); its error callback cannot, as it reports a refused connection
+        once and then suppresses the repeats, and errors about other brokers say nothing of the
+        coordinator (third review finding). So the run gives up:
+        - `give_up_after` plus three session timeouts after the coordinator connection went down (or
+          never came up), when it has stayed down since;
+        - otherwise `give_up_after` plus the rebalance timeout plus a session timeout after subscribing."""
         session = self.source.session_timeout_ms / 1000
-        if self.connect_trouble is not None:
-            if waited < self.rules.give_up_after + 3 * session:
-                return
+        down_since = self.coordinator_down_since
+        if down_since is not None and now - down_since >= self.rules.give_up_after + 3 * session:
+            error = f"; last connection error: {self.last_connect_error}" if self.last_connect_error else ""
             reason = (
-                f"the group coordinator never answered (last client error: {self.connect_trouble}). "
-                f"{self.source.bootstrap} answers, so check that the address the broker advertises "
-                "(advertised.listeners) is reachable from here, and the broker's logs"
+                f"the group coordinator is unreachable (client group state {self.coordinator_state} for "
+                f"{now - down_since:.0f} s{error}). {self.source.bootstrap} answers, so check that the "
+                "address the broker advertises (advertised.listeners) is reachable from here, and the "
+                "broker's logs"
             )
-        else:
-            if waited < self.rules.give_up_after + self.source.max_poll_interval_ms / 1000 + session:
-                return
+        elif waited >= self.rules.give_up_after + self.source.max_poll_interval_ms / 1000 + session:
             reason = (
                 "the group's rebalance did not end within its rebalance timeout (max.poll.interval.ms). "
-                "Another member of the group may be stuck: check the group's members and the broker's logs"
+                "Another member of the group may be stuck (the coordinator waits for the longest "
+                "max.poll.interval.ms of its members): check the group's members and the broker's logs"
             )
+        else:
+            return
         raise BrokerUnavailable(
             f"no partition of {self.source.topic} was assigned {waited:.0f} s after joining consumer "
             f"group {self.source.group}: {reason}",
@@ -606,8 +619,8 @@ class _Ingestor:
 
     def _on_error(self, err: KafkaError) -> None:
         code = err.code()
-        if code in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
-            self.connect_trouble = err.str()
+        if code in (KafkaError._TRANSPORT, KafkaError._RESOLVE):
+            self.last_connect_error = err.str()
         if code == KafkaError._ALL_BROKERS_DOWN:
             if self.down_since is None:
                 self.down_since = time.monotonic()
@@ -623,6 +636,22 @@ class _Ingestor:
             )
         else:
             log.warning("Kafka client error: %s", err.str())
+
+    def _on_stats(self, stats: str) -> None:
+        """The client's statistics (every `statistics.interval.ms`): its consumer group's state."""
+        if self.joined:
+            return  # only a join in progress needs them (`_check_join`)
+        try:
+            state = json.loads(stats).get("cgrp", {}).get("state")
+        except (ValueError, AttributeError):
+            return  # not what librdkafka documents: no evidence either way
+        if not isinstance(state, str):
+            return
+        self.coordinator_state = state
+        if state == "up":
+            self.coordinator_down_since = None
+        elif self.coordinator_down_since is None:
+            self.coordinator_down_since = time.monotonic()
 
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if err is not None:

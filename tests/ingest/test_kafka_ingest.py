@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -607,6 +608,7 @@ class _Cluster:
         self.topic, self.known = topic, known
         self.consumed = 0
         self.on_consume: Callable[[], None] = lambda: None  # what the client's callbacks report meanwhile
+        self.member: str | None = None  # the member id: set once the group coordinator has answered
 
     def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
         from types import SimpleNamespace
@@ -616,6 +618,9 @@ class _Cluster:
 
     def subscribe(self, topics: list[str], **callbacks: Any) -> None:
         pass
+
+    def memberid(self) -> str | None:
+        return self.member
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
         self.consumed += 1
@@ -641,6 +646,11 @@ def _ingestor_on(cluster: _Cluster, tmp_path: Path, rules: BatchRules, **source:
     return ingestor
 
 
+def _group_state(state: str) -> str:
+    """Client statistics as librdkafka sends them to `stats_cb`, reduced to the consumer group's state."""
+    return json.dumps({"name": "rdkafka#consumer-1", "cgrp": {"state": state, "join_state": "init"}})
+
+
 def test_a_group_whose_coordinator_refuses_connections_ends_the_run_with_the_reason(tmp_path: Path) -> None:
     # the bootstrap address answered, the advertised one refused: the run waited for ever, silently,
     # even with --until-idle (review finding)
@@ -650,19 +660,23 @@ def test_a_group_whose_coordinator_refuses_connections_ends_the_run_with_the_rea
     rules = BatchRules(until_idle=0.2, unavailable_timeout=30)
     ingestor = _ingestor_on(cluster, tmp_path, rules, session_timeout_ms=300, heartbeat_interval_ms=100)
     refused = "GroupCoordinator: 127.0.0.1:9: Connect to ipv4#127.0.0.1:9 failed: Connection refused"
-    cluster.on_consume = lambda: ingestor._on_error(KafkaError(KafkaError._TRANSPORT, refused))
+    ingestor._on_error(KafkaError(KafkaError._TRANSPORT, refused))  # reported once, as librdkafka does
+    cluster.on_consume = lambda: ingestor._on_stats(_group_state("wait-broker-transport"))
     started = time.monotonic()
     with pytest.raises(
         BrokerUnavailable, match=r"no partition of t was assigned 1 s after joining consumer group"
     ) as e:
         ingestor.run()  # deadline: give_up_after (0.2 s) + 3 session timeouts (0.9 s)
     assert time.monotonic() - started >= 1.0 and cluster.consumed > 1
+    assert "client group state wait-broker-transport" in str(e.value)
     assert refused in str(e.value) and "advertised.listeners" in str(e.value)
 
 
 def test_a_slow_rebalance_is_waited_for_up_to_the_rebalance_timeout(tmp_path: Path) -> None:
-    # with no connection error, a join may be held by the coordinator until the other members rejoin
-    # (up to max.poll.interval.ms); three session timeouts ended such runs (second review finding)
+    # the coordinator is up and holds the join until the other members rejoin (up to max.poll.interval.ms);
+    # three session timeouts ended such runs (second review finding)
+    from confluent_kafka import KafkaError
+
     cluster = _Cluster("t")
     rules = BatchRules(until_idle=0.2, unavailable_timeout=30)
     ingestor = _ingestor_on(
@@ -673,11 +687,21 @@ def test_a_slow_rebalance_is_waited_for_up_to_the_rebalance_timeout(tmp_path: Pa
         heartbeat_interval_ms=100,
         options={"max.poll.interval.ms": 2500},
     )
+    polls: list[float] = []
+
+    def client() -> None:
+        # the coordinator connection is down for the first polls, then up; errors about another broker
+        # (restarting meanwhile) at every poll do not count (third review finding)
+        polls.append(time.monotonic())
+        ingestor._on_stats(_group_state("wait-coord" if len(polls) < 5 else "up"))
+        ingestor._on_error(KafkaError(KafkaError._TRANSPORT, "broker2:9092/2: Disconnected"))
+
+    cluster.on_consume = client
     started = time.monotonic()
     with pytest.raises(BrokerUnavailable, match=r"did not end within its rebalance timeout") as e:
         ingestor.run()  # deadline: give_up_after (0.2 s) + rebalance timeout (2.5 s) + a session (0.3 s)
-    assert time.monotonic() - started >= 3.0  # not at 1.1 s, the deadline when connections fail
-    assert "was assigned 3 s after joining consumer group" in str(e.value)
+    assert time.monotonic() - started >= 3.0  # not at 1.1 s, the deadline when the coordinator is down
+    assert "was assigned 3 s after joining consumer group" in str(e.value) and len(polls) > 5
 
 
 def test_a_topic_unknown_for_a_moment_after_an_outage_is_waited_for(tmp_path: Path) -> None:
