@@ -2,8 +2,9 @@
 
 Writes N synthetic predictions and M outcomes into a fresh root with hindsight's own commit protocol
 (vectorised numpy/pyarrow, large chunks), then times, each in its own subprocess and with its peak RSS:
-the whole `hindsight eval --by day --format json` CLI, and a pandas script (`merge_asof` join, corrections,
-window, maturity, then scikit-learn metrics per day). Figures go into docs/benchmarks.md between the
+the whole `hindsight eval --by day --format json` CLI, a pandas script (`merge_asof` join, corrections,
+window, maturity, then scikit-learn metrics per day) and the floor, DuckDB SQL written for this benchmark's
+one policy (`bench/evaluate_floor.py`). Figures go into docs/benchmarks.md between the
 `<!-- BEGIN evaluate -->` / `<!-- END evaluate -->` markers.
 
     .venv/bin/python -m bench.evaluate --predictions 10000000 --outcomes 5000000
@@ -225,8 +226,12 @@ def main() -> None:
         theirs, theirs_cpu, theirs_rss, theirs_out = _run(
             [sys.executable, "-m", "bench.evaluate", "--pandas-baseline", str(root), "--as-of", as_of], env
         )
+        floor, floor_cpu, floor_rss, floor_out = _run(
+            [sys.executable, "-m", "bench.evaluate_floor", str(root), as_of], env
+        )
         load_after = os.getloadavg()[0]
         _check_agreement(json.loads(ours_out), json.loads(theirs_out))
+        _check_agreement(json.loads(floor_out), json.loads(theirs_out), "the floor")
     speedup = theirs / ours
     text = (
         f"## hindsight eval --by day ({args.predictions:,} predictions, {args.outcomes:,} outcomes)\n\n"
@@ -237,18 +242,24 @@ def main() -> None:
             if reused
             else f"data written with hindsight's commit protocol in {generated:.1f} s"
         )
-        + "). Both sides do the same work: join on `context.transaction_id` with "
+        + "). The three runs do the same work: join on `context.transaction_id` with "
         "`last_before`, 90-day window, corrections, 120-day maturity with an implicit label, then "
-        "binary metrics per prediction day; the two outputs are checked to agree.\n\n"
+        "binary metrics per prediction day.\n\n"
         "| run | wall time | CPU time (user + sys) | peak RSS |\n|---|---|---|---|\n"
         f"| `hindsight eval --by day` (whole CLI process) | {ours:.2f} s | {ours_cpu:.2f} s "
         f"| {ours_rss:,.0f} MiB |\n"
         f"| pandas `merge_asof` + scikit-learn script | {theirs:.2f} s | {theirs_cpu:.2f} s "
-        f"| {theirs_rss:,.0f} MiB |\n\n"
+        f"| {theirs_rss:,.0f} MiB |\n"
+        f"| floor: DuckDB SQL written for this one policy (`bench/evaluate_floor.py`) | {floor:.2f} s "
+        f"| {floor_cpu:.2f} s | {floor_rss:,.0f} MiB |\n\n"
         f"Speed-up: **{speedup:.1f}x** in wall time, {theirs_cpu / ours_cpu:.1f}x in CPU time "
         "(target ≥ 10x); hindsight under 10 s: "
-        f"**{'yes' if ours < 10 else 'no'}**. The machine is shared: 1-minute load average "
-        f"{load_before:.1f} before and {load_after:.1f} after the two runs (2 cores), so both sides ran on "
+        f"**{'yes' if ours < 10 else 'no'}**. The floor, the fastest DuckDB formulation found of the same "
+        "join and metrics without hindsight's generality (several policies and endpoints, the other "
+        f"tasks, label states), is **{theirs / floor:.1f}x** the pandas script in wall time "
+        f"({theirs_cpu / floor_cpu:.1f}x in CPU time); hindsight takes {ours / floor:.2f}x the floor's "
+        "time. The three outputs are checked to agree. The machine is shared: 1-minute load average "
+        f"{load_before:.1f} before and {load_after:.1f} after the runs (2 cores), so every side ran on "
         "a fraction of them."
     )
     print(text)
@@ -322,22 +333,27 @@ def pandas_baseline(root: Path, as_of_text: str) -> list[dict[str, object]]:
     return results
 
 
-def _check_agreement(ours: list[dict[str, object]], theirs: list[dict[str, object]]) -> None:
-    """Stop the benchmark when the two sides disagree: a faster wrong answer measures nothing."""
+def _check_agreement(
+    ours: list[dict[str, object]], theirs: list[dict[str, object]], name: str = "hindsight"
+) -> None:
+    """Stop the benchmark when `name` (`ours`) and the pandas script (`theirs`) disagree: a faster wrong
+    answer measures nothing."""
     mine = {str(r["cohort"]): r for r in ours}
+    if len(mine) != len(theirs):
+        raise SystemExit(f"{name} has {len(mine)} cohorts, pandas {len(theirs)}")
     for row in theirs:
         other = mine.get(str(row["cohort"]))
         if other is None:
-            raise SystemExit(f"cohort {row['cohort']} missing from hindsight eval")
-        for name in ("n", "n_labelled", "accuracy", "roc_auc", "pr_auc", "log_loss", "brier"):
-            a, b = other[name], row[name]
+            raise SystemExit(f"cohort {row['cohort']} missing from {name}")
+        for metric in ("n", "n_labelled", "accuracy", "roc_auc", "pr_auc", "log_loss", "brier"):
+            a, b = other[metric], row[metric]
             if a is None or b is None:
                 if a is not b:
-                    raise SystemExit(f"{row['cohort']} {name}: hindsight {a} vs pandas {b}")
+                    raise SystemExit(f"{row['cohort']} {metric}: {name} {a} vs pandas {b}")
                 continue
             assert isinstance(a, int | float) and isinstance(b, int | float)
             if abs(a - b) > 1e-6 * max(1.0, abs(b)):
-                raise SystemExit(f"{row['cohort']} {name}: hindsight {a} vs pandas {b}")
+                raise SystemExit(f"{row['cohort']} {metric}: {name} {a} vs pandas {b}")
 
 
 if __name__ == "__main__":
