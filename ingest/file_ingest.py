@@ -282,6 +282,12 @@ class FileIngestor:
         order: list[str] = []
         pending: dict[str, _Waiting] = {}
         for log_file in logs:
+            # Taken before reading: a file that cannot be identified is judged by what it was then. A
+            # copy logrotate was filling while it was read looked unchanged afterwards (review finding).
+            try:
+                before: os.stat_result | None = os.stat(log_file.path)
+            except OSError:
+                before = None
             try:
                 ident = identify(log_file.path, gzipped=log_file.gzipped, final=log_file.settled())
             except SourceError as exc:
@@ -299,10 +305,9 @@ class FileIngestor:
                 summary.files_waiting += 1
                 if ident.corrupt:
                     _warn(summary, f"{log_file.path}: {ident.reason}; tried again next run")
-                try:
-                    stat = os.stat(log_file.path)
-                except OSError:
-                    continue
+                if before is None:
+                    continue  # gone since: found again next scan, if it was renamed
+                stat = before
                 # an unreadable gzip file waits whatever its size; an empty file, or one without a
                 # complete first line, says by its size whether it can still hold what was seen
                 size = None if ident.corrupt else stat.st_size
@@ -384,7 +389,7 @@ class FileIngestor:
                 # second review finding).
                 continue
             if relisted is None:
-                relisted = _listing_changed(given, listed, now_at)
+                relisted = _listing_changed(given, listed, now_at, pending)
             if relisted:
                 # A rotation between the listing and now: the file may sit under a name this scan did not
                 # list, and would be called lost when it is not (review finding: false "lost bytes" with
@@ -495,11 +500,19 @@ def ingest_files(
     return ingestor.run(paths, progress=progress)
 
 
-def _listing_changed(given: list[Path], listed: list[LogFile], seen_at: dict[str, tuple[int, int]]) -> bool:
+def _listing_changed(
+    given: list[Path],
+    listed: list[LogFile],
+    seen_at: dict[str, tuple[int, int]],
+    waiting: dict[str, _Waiting],
+) -> bool:
     """Whether listing `given` now finds other files than `listed`, or one of them is now another file
-    than the (device, inode) seen when it was identified: a rotation during the scan. With its chain
+    than the (device, inode) seen when it was identified, or a file this scan could not identify (empty,
+    no complete first line) has been written since: a rotation during the scan. With its chain
     full, log4j's rollover leaves the same names, so comparing names alone called the old live file's
-    unread bytes lost when they were in `X.log.1` (review finding)."""
+    unread bytes lost when they were in `X.log.1` (review finding). logrotate's copytruncate creates
+    `X.log.1` empty, fills it, then truncates `X.log`: a scan that identified the copy while it was empty
+    and the live file after its truncation called the copied bytes lost (second review finding)."""
     try:
         now = discover(given)
     except SourceError:
@@ -508,13 +521,26 @@ def _listing_changed(given: list[Path], listed: list[LogFile], seen_at: dict[str
         return True
     for log in now:
         seen = seen_at.get(str(log.path))
-        if seen is not None:
-            try:
-                stat = log.path.stat()
-            except OSError:
-                return True
-            if (stat.st_dev, stat.st_ino) != seen:
-                return True
+        wait = waiting.get(str(log.path))
+        if seen is None and wait is None:
+            continue
+        try:
+            stat = log.path.stat()
+        except OSError:
+            return True
+        if seen is not None and (stat.st_dev, stat.st_ino) != seen:
+            return True
+        if (
+            wait is not None
+            and wait.size is not None
+            and (stat.st_dev, stat.st_ino, stat.st_size)
+            != (
+                wait.dev,
+                wait.ino,
+                wait.size,
+            )
+        ):
+            return True
     return False
 
 

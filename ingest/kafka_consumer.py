@@ -177,6 +177,9 @@ class _Ingestor:
         self.batch_started = 0.0
         self.assigned: set[int] = set()
         self.joined = False
+        """Whether the group has given this member an assignment (possibly empty) since it last (re)joined."""
+        self.join_started = 0.0
+        self.rejoining = False
         self.callback_error: BaseException | None = None
         self.failed = False
         self.down_since: float | None = None
@@ -254,7 +257,7 @@ class _Ingestor:
         self.consumer.subscribe(
             [self.source.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
-        subscribed = time.monotonic()
+        self._join_begins(rejoining=False)
         while not self.stop.is_set():
             count = consume_count(self.rules, self.pending, self.mean_value_bytes)
             messages = self.consumer.consume(num_messages=count, timeout=self._wait_seconds())
@@ -271,7 +274,7 @@ class _Ingestor:
                 self._flush(wait=False)
             self._watch_broker(now)
             if not self.joined:
-                self._check_join(now, now - subscribed)
+                self._check_join(now, now - self.join_started)
             if self._idle_for_long(now):
                 self.summary.stopped_by = "idle"
                 break
@@ -312,8 +315,22 @@ class _Ingestor:
         if self.down_since is not None:
             self._reachable_again(now)
 
+    def _join_begins(self, *, rejoining: bool) -> None:
+        """The member (re)joins the group: the join deadline of `_check_join` starts now.
+
+        A rejoin (the session expired, or an eager rebalance revoked the assignment) gets the same
+        deadline as the first join: after one, a coordinator that had become unreachable kept the run
+        waiting for ever, even with --until-idle (review finding). The statistics seen so far say nothing
+        of this join: those served while waiting for the topic, before subscribing, started the
+        coordinator's clock early and shortened its deadline (same review)."""
+        self.joined = False
+        self.rejoining = rejoining
+        self.join_started = time.monotonic()
+        self.coordinator_down_since = None
+        self.coordinator_state = ""
+
     def _check_join(self, now: float, waited: float) -> None:
-        """BrokerUnavailable when no assignment has come for too long after subscribing.
+        """BrokerUnavailable when no assignment has come for too long after (re)joining the group.
 
         A bootstrap address that answers while the address the broker advertises (its group coordinator)
         refuses connections kept the run waiting for ever, even with --until-idle, and said nothing: the
@@ -347,8 +364,8 @@ class _Ingestor:
         else:
             return
         raise BrokerUnavailable(
-            f"no partition of {self.source.topic} was assigned {waited:.0f} s after joining consumer "
-            f"group {self.source.group}: {reason}",
+            f"no partition of {self.source.topic} was assigned {waited:.0f} s after "
+            f"{'rejoining' if self.rejoining else 'joining'} consumer group {self.source.group}: {reason}",
             details={
                 "bootstrap": self.source.bootstrap,
                 "group": self.source.group,
@@ -599,6 +616,10 @@ class _Ingestor:
         finally:
             self.assigned -= revoked
             self.last_activity = time.monotonic()
+            if not self.source.cooperative:
+                # an eager rebalance revokes everything, then assigns anew (possibly nothing) once the
+                # member has rejoined; a cooperative one may revoke a few partitions and keep the member
+                self._join_begins(rejoining=True)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {tp.partition for tp in partitions}
@@ -616,6 +637,7 @@ class _Ingestor:
         )
         self.assigned -= lost
         self.last_activity = time.monotonic()
+        self._join_begins(rejoining=True)  # the session expired: the member must join again
 
     def _on_error(self, err: KafkaError) -> None:
         code = err.code()

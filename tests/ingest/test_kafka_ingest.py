@@ -622,6 +622,9 @@ class _Cluster:
     def memberid(self) -> str | None:
         return self.member
 
+    def assign(self, partitions: list[Any]) -> None:
+        pass
+
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
         self.consumed += 1
         self.on_consume()
@@ -702,6 +705,75 @@ def test_a_slow_rebalance_is_waited_for_up_to_the_rebalance_timeout(tmp_path: Pa
         ingestor.run()  # deadline: give_up_after (0.2 s) + rebalance timeout (2.5 s) + a session (0.3 s)
     assert time.monotonic() - started >= 3.0  # not at 1.1 s, the deadline when the coordinator is down
     assert "was assigned 3 s after joining consumer group" in str(e.value) and len(polls) > 5
+
+
+def test_a_rejoin_whose_coordinator_is_unreachable_ends_the_run_with_the_reason(tmp_path: Path) -> None:
+    # after a first join, the session expired and the coordinator's advertised address stopped answering:
+    # the deadline applied to the first join only, and the run waited for ever (review finding)
+    cluster = _Cluster("t")
+    rules = BatchRules(until_idle=0.2, unavailable_timeout=30)
+    ingestor = _ingestor_on(cluster, tmp_path, rules, session_timeout_ms=300, heartbeat_interval_ms=100)
+    polls: list[float] = []
+
+    def client() -> None:
+        polls.append(time.monotonic())
+        if len(polls) == 1:
+            ingestor._on_stats(_group_state("up"))
+            ingestor._on_assign(cluster, [])  # joined (nothing to read)
+        elif len(polls) == 3:
+            ingestor._on_lost(cluster, [])
+        elif len(polls) > 3:
+            ingestor._on_stats(_group_state("wait-broker-transport"))
+
+    cluster.on_consume = client
+    with pytest.raises(BrokerUnavailable, match=r"was assigned 1 s after rejoining consumer group") as e:
+        ingestor.run()  # not an idle stop: the group has given nothing since the session expired
+    assert time.monotonic() - polls[2] >= 1.0  # give_up_after (0.2 s) + 3 session timeouts (0.9 s)
+    assert "client group state wait-broker-transport" in str(e.value)
+
+
+def test_an_eager_rebalance_that_never_assigns_again_ends_the_run(tmp_path: Path) -> None:
+    cluster = _Cluster("t")
+    rules = BatchRules(until_idle=0.2, unavailable_timeout=30)
+    ingestor = _ingestor_on(cluster, tmp_path, rules, session_timeout_ms=300, heartbeat_interval_ms=100)
+    polls: list[float] = []
+
+    def client() -> None:
+        polls.append(time.monotonic())
+        if len(polls) == 1:
+            ingestor._on_stats(_group_state("up"))
+            ingestor._on_assign(cluster, [])
+        elif len(polls) == 3:
+            ingestor._on_revoke(cluster, [])  # an eager rebalance starts: the assignment is void
+        elif len(polls) > 3:
+            ingestor._on_stats(_group_state("query-coord"))
+
+    cluster.on_consume = client
+    with pytest.raises(BrokerUnavailable, match=r"after rejoining consumer group .*unreachable"):
+        ingestor.run()
+
+
+def test_statistics_from_before_subscribing_do_not_shorten_the_join_deadline(tmp_path: Path) -> None:
+    # statistics served while waiting for the topic started the coordinator's clock before the join did
+    # (review finding): here that clock says 100 s, and the coordinator comes up at the fourth poll
+    cluster = _Cluster("t")
+    rules = BatchRules(until_idle=0.3, unavailable_timeout=30)
+    ingestor = _ingestor_on(cluster, tmp_path, rules, session_timeout_ms=300, heartbeat_interval_ms=100)
+    ingestor._on_stats(_group_state("query-coord"))
+    ingestor.coordinator_down_since = time.monotonic() - 100
+    polls: list[float] = []
+
+    def client() -> None:
+        polls.append(time.monotonic())
+        if len(polls) < 4:
+            ingestor._on_stats(_group_state("wait-broker-transport"))
+        elif len(polls) == 4:
+            ingestor._on_stats(_group_state("up"))
+            ingestor._on_assign(cluster, [])
+
+    cluster.on_consume = client
+    summary = ingestor.run()
+    assert summary.stopped_by == "idle" and len(polls) > 4
 
 
 def test_a_topic_unknown_for_a_moment_after_an_outage_is_waited_for(tmp_path: Path) -> None:
