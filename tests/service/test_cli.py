@@ -145,6 +145,9 @@ def test_ctrl_c_during_a_query_exits_130(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as started from a terminal: a suite run as a background job of a non-interactive shell ignores
+        # SIGINT, and its children inherit that (the query then ran on until killed)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         process = psutil.Process(child.pid)

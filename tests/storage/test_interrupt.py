@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,17 @@ from storage.interrupt import run_interruptibly
 
 ENDLESS = "SELECT count(*) FROM range(100000000000) t(x) WHERE x % 7 = 3"
 LONG = "SELECT count(*) FROM range(1500000000) t(x) WHERE x % 7 = 3"  # seconds, so a miss fails, not hangs
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt in these tests, as in a terminal, even when the suite was started
+    with SIGINT ignored (a background job of a non-interactive shell): they then hung or did not raise."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_ctrl_c_stops_the_query_of_a_connection_the_work_opened(tmp_path: Path) -> None:
