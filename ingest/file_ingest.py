@@ -530,16 +530,8 @@ def _listing_changed(
             return True
         if seen is not None and (stat.st_dev, stat.st_ino) != seen:
             return True
-        if (
-            wait is not None
-            and wait.size is not None
-            and (stat.st_dev, stat.st_ino, stat.st_size)
-            != (
-                wait.dev,
-                wait.ino,
-                wait.size,
-            )
-        ):
+        was = None if wait is None or wait.size is None else (wait.dev, wait.ino, wait.size)
+        if was is not None and (stat.st_dev, stat.st_ino, stat.st_size) != was:
             return True
     return False
 
