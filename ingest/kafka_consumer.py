@@ -274,7 +274,7 @@ class _Ingestor:
                 self._flush(wait=False)
             self._watch_broker(now)
             if not self.joined:
-                self._check_join(now, now - self.join_started)
+                self._check_join(now)
             if self._idle_for_long(now):
                 self.summary.stopped_by = "idle"
                 break
@@ -329,7 +329,7 @@ class _Ingestor:
         self.coordinator_down_since = None
         self.coordinator_state = ""
 
-    def _check_join(self, now: float, waited: float) -> None:
+    def _check_join(self, now: float) -> None:
         """BrokerUnavailable when no assignment has come for too long after (re)joining the group.
 
         A bootstrap address that answers while the address the broker advertises (its group coordinator)
@@ -346,6 +346,7 @@ class _Ingestor:
           never came up), when it has stayed down since;
         - otherwise `give_up_after` plus the rebalance timeout plus a session timeout after subscribing."""
         session = self.source.session_timeout_ms / 1000
+        waited = now - self.join_started
         down_since = self.coordinator_down_since
         if down_since is not None and now - down_since >= self.rules.give_up_after + 3 * session:
             error = f"; last connection error: {self.last_connect_error}" if self.last_connect_error else ""
